@@ -1,0 +1,1 @@
+"""actdb.query."""
