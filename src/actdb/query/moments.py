@@ -1,0 +1,478 @@
+"""Streaming sufficient statistics for P row-aligned representations.
+
+A :class:`Moments` holds everything the moments-route measures need about P matrices
+``X_1 … X_P`` (each ``(n, d_p)``) that share their rows, accumulated over row chunks:
+
+- ``n`` rows and, per column, the running sum (as a shift ``center`` plus ``sum_u``);
+- every cross-product block ``U_pᵀ U_q`` (p ≤ q) of the shifted features ``U = X − center``;
+- for debiased CKA, per-row squared norms ``ρ_p(i) = ‖u_p(i)‖²`` and their sums
+  ``w_p = Σ_i ρ_p(i)``, ``V_p = Σ_i ρ_p(i) u(i)`` (over all D columns), ``Q_pq = Σ_i ρ_p(i) ρ_q(i)``.
+
+All accumulators are float64, whatever the input dtype. The shift ``center`` is fixed at the
+first update (the first chunk's column mean), so later chunks are nearly centred and the
+uncentred sums do not cancel catastrophically for activations with large-mean outlier
+dimensions; statistics are re-expressed around the exact mean only when a pair is read.
+Re-expressing around another centre is exact algebra (:meth:`Moments.recentered`), which is
+what makes ``a + b`` and ``a - b`` exact merges of accumulators built with different shifts.
+
+One update concatenates the chunk's features ``C = [U_1 … U_P]`` and computes the upper
+block-triangle of ``CᵀC`` one row panel per representation (``U_pᵀ [U_p … U_P]``: one GEMM
+per panel; the diagonal block uses SYRK), the panels bounded by ``budget_bytes``, so the
+total work is ``n·D²`` flops for ``D = Σ d_p`` and each representation is read once.
+
+``precision="float64"`` (default) runs the products in float64 and matches the float64
+textbook formula to ~1e-14. ``precision="mixed"`` runs them in float32 on chunk rows that
+are first centred in float64 (error per chunk entry ≲ ε₃₂·√k·σ_pσ_q, accumulated in float64),
+twice as fast; the benchmark and ``tests/query/test_moments.py`` measure its error on
+activation-like data (≤ 1e-8 for CKA, see docs/measures.md).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from actdb.errors import InvalidInput, NonFinite
+
+Precision = Literal["float64", "mixed"]
+DEFAULT_BUDGET_BYTES = 64 * 2**20
+_FORMAT_VERSION = 1
+
+
+def to_numpy(a: Any, name: str = "X") -> np.ndarray:
+    """``a`` as a 2-D numeric numpy array ``(n, d)`` in its own dtype (no float64 copy yet).
+
+    Torch tensors are recognised by duck typing (``detach``/``cpu``), so torch is never
+    imported here; bfloat16/float16 tensors are widened to float32 (numpy has no bfloat16).
+    A 1-D input becomes one column. Raises :class:`InvalidInput` for non-numeric or >2-D input.
+    """
+    if hasattr(a, "detach") and hasattr(a, "cpu"):
+        t = a.detach().cpu()
+        if str(getattr(t, "dtype", "")) in ("torch.bfloat16", "torch.float16"):
+            t = t.float()
+        a = t.numpy()
+    arr = np.asarray(a)
+    if arr.dtype.kind not in "fiub":
+        raise InvalidInput(f"{name} must be a numeric array, got dtype {arr.dtype}")
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.ndim != 2:
+        raise InvalidInput(f"{name} must be a 2-D (n_rows, d) array, got shape {arr.shape}")
+    return arr
+
+
+def as_matrix(a: Any, name: str = "X", *, check_finite: bool = True) -> np.ndarray:
+    """:func:`to_numpy` then float64; raises :class:`NonFinite` naming the first bad row."""
+    out = np.asarray(to_numpy(a, name), dtype=np.float64)
+    if check_finite:
+        check_all_finite(out, name)
+    return out
+
+
+def check_all_finite(arr: np.ndarray, name: str) -> None:
+    """Raise :class:`NonFinite` naming the first row of ``arr`` holding NaN or Inf."""
+    if not np.isfinite(arr).all():
+        bad = np.flatnonzero(~np.isfinite(arr).all(axis=1))[0]
+        raise NonFinite(
+            f"{name} contains NaN or Inf (first at row {bad}); drop or repair those rows "
+            "before computing a measure"
+        )
+
+
+@dataclass(frozen=True)
+class PairMoments:
+    """Centred second moments of one pair (X, Y), all float64, around the exact means.
+
+    Attributes: ``n``; ``mean_x`` ``(d1,)``; ``mean_y`` ``(d2,)``; ``sxx = X̃ᵀX̃`` ``(d1, d1)``,
+    ``syy`` ``(d2, d2)``, ``sxy = X̃ᵀỸ`` ``(d1, d2)`` with ``X̃`` the column-centred X (sums, not
+    divided by n); for debiased CKA, with ``k_i = ‖x̃_i‖²`` and ``l_i = ‖ỹ_i‖²``:
+    ``sum_kk = Σk_i²``, ``sum_ll = Σl_i²``, ``sum_kl = Σk_i l_i``.
+    """
+
+    n: int
+    mean_x: np.ndarray
+    mean_y: np.ndarray
+    sxx: np.ndarray
+    syy: np.ndarray
+    sxy: np.ndarray
+    sum_kk: float
+    sum_ll: float
+    sum_kl: float
+
+    @property
+    def dims(self) -> tuple[int, int]:
+        return (self.sxx.shape[0], self.syy.shape[0])
+
+    def swapped(self) -> PairMoments:
+        """The moments of (Y, X)."""
+        return PairMoments(
+            self.n, self.mean_y, self.mean_x, self.syy, self.sxx, self.sxy.T,
+            self.sum_ll, self.sum_kk, self.sum_kl,
+        )
+
+
+class Moments:
+    """Mergeable float64 sufficient statistics of P row-aligned representations.
+
+    Build with :meth:`empty` then :meth:`update` per chunk, or :meth:`from_chunks` over an
+    iterable; combine partial results with ``+`` (and ``-`` to remove a shard, used by the
+    jackknife); read one pair with :meth:`pair`; persist with :meth:`to_arrays` /
+    :meth:`from_arrays` (a dict of numpy arrays, ``np.savez``-ready) or :meth:`to_bytes`.
+    """
+
+    def __init__(
+        self,
+        dims: Sequence[int],
+        *,
+        n: int,
+        center: np.ndarray,
+        sum_u: np.ndarray,
+        blocks: dict[tuple[int, int], np.ndarray],
+        w: np.ndarray,
+        v: np.ndarray,
+        q: np.ndarray,
+        precision: Precision = "float64",
+        budget_bytes: int = DEFAULT_BUDGET_BYTES,
+    ) -> None:
+        self.dims = tuple(int(d) for d in dims)
+        self.offsets = np.concatenate([[0], np.cumsum(self.dims)]).astype(int)
+        self.n = int(n)
+        self.center = center
+        self.sum_u = sum_u
+        self.blocks = blocks
+        self.w = w
+        self.v = v
+        self.q = q
+        self.precision: Precision = _parse_precision(precision)
+        self.budget_bytes = int(budget_bytes)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def empty(
+        cls,
+        dims: Sequence[int],
+        *,
+        precision: Precision = "float64",
+        budget_bytes: int = DEFAULT_BUDGET_BYTES,
+    ) -> Moments:
+        """An accumulator with no rows for representations of widths ``dims``."""
+        dims = tuple(int(d) for d in dims)
+        if not dims or any(d < 1 for d in dims):
+            raise InvalidInput(f"dims must be a non-empty list of positive widths, got {dims}")
+        total = sum(dims)
+        p = len(dims)
+        blocks = {
+            (i, j): np.zeros((dims[i], dims[j])) for i in range(p) for j in range(i, p)
+        }
+        return cls(
+            dims, n=0, center=np.zeros(total), sum_u=np.zeros(total), blocks=blocks,
+            w=np.zeros(p), v=np.zeros((p, total)), q=np.zeros((p, p)),
+            precision=precision, budget_bytes=budget_bytes,
+        )
+
+    @classmethod
+    def from_chunks(
+        cls,
+        chunks: Iterable[Sequence[Any]],
+        dims: Sequence[int],
+        *,
+        precision: Precision = "float64",
+        budget_bytes: int = DEFAULT_BUDGET_BYTES,
+    ) -> Moments:
+        """Stream an iterable of chunk tuples (one ``(rows, d_p)`` array per rep, same rows)."""
+        m = cls.empty(dims, precision=precision, budget_bytes=budget_bytes)
+        for chunk in chunks:
+            m.update(chunk)
+        return m
+
+    @property
+    def n_reps(self) -> int:
+        return len(self.dims)
+
+    def _slice(self, p: int) -> slice:
+        return slice(int(self.offsets[p]), int(self.offsets[p + 1]))
+
+    def block(self, i: int, j: int) -> np.ndarray:
+        """``U_iᵀU_j`` around the current shift ``center`` (not the mean)."""
+        return self.blocks[(i, j)] if i <= j else self.blocks[(j, i)].T
+
+    # ------------------------------------------------------------------ accumulation
+    def update(self, chunks: Sequence[Any]) -> Moments:
+        """Add one chunk of rows: ``chunks[p]`` is ``(rows, d_p)`` for rep p (numpy or torch,
+        any float dtype). Large chunks are split so float64 temporaries stay within
+        ``budget_bytes``. Returns ``self``."""
+        if len(chunks) != self.n_reps:
+            raise InvalidInput(f"update needs {self.n_reps} arrays (one per rep), got {len(chunks)}")
+        mats = [to_numpy(c, f"rep {p}") for p, c in enumerate(chunks)]
+        rows = mats[0].shape[0]
+        for p, mat in enumerate(mats):
+            if mat.shape[1] != self.dims[p]:
+                raise InvalidInput(f"rep {p} chunk has {mat.shape[1]} columns, expected {self.dims[p]}")
+            if mat.shape[0] != rows:
+                raise InvalidInput(
+                    f"chunks must share rows: rep 0 has {rows}, rep {p} has {mat.shape[0]}"
+                )
+        if rows == 0:
+            return self
+        total = int(self.offsets[-1])
+        step = max(1, self.budget_bytes // (8 * total))
+        buf = np.empty((min(step, rows), total))
+        for start in range(0, rows, step):
+            part = [m[start:start + step] for m in mats]
+            self._update_rows(part, buf[: part[0].shape[0]], row0=self.n)
+        return self
+
+    def _update_rows(self, mats: list[np.ndarray], u: np.ndarray, row0: int) -> None:
+        """Accumulate one sub-chunk; ``u`` is a float64 ``(rows, D)`` scratch buffer."""
+        for p, m in enumerate(mats):
+            u[:, self._slice(p)] = m
+        if not np.isfinite(u.sum()):  # cheap test first; locate the culprit only on failure
+            for p in range(self.n_reps):
+                check_all_finite(u[:, self._slice(p)], f"rep {p} (rows from {row0})")
+        if self.n == 0:
+            self.center = u.mean(axis=0)
+        u -= self.center
+        rho = np.stack(
+            [np.einsum("ij,ij->i", u[:, self._slice(p)], u[:, self._slice(p)])
+             for p in range(self.n_reps)],
+            axis=1,
+        )
+        self.n += u.shape[0]
+        self.sum_u += np.ones(u.shape[0]) @ u
+        self.w += rho.sum(axis=0)
+        self.v += rho.T @ u
+        self.q += rho.T @ rho
+        gemm_in = u.astype(np.float32) if self.precision == "mixed" else u
+        for i in range(self.n_reps):
+            ui = gemm_in[:, self._slice(i)]
+            # Diagonal block: ui.T @ ui on the same buffer lets numpy use SYRK.
+            self.blocks[(i, i)] += ui.T @ ui
+            if i + 1 < self.n_reps:
+                rest = ui.T @ gemm_in[:, int(self.offsets[i + 1]):]
+                for j in range(i + 1, self.n_reps):
+                    lo = int(self.offsets[j] - self.offsets[i + 1])
+                    self.blocks[(i, j)] += rest[:, lo:lo + self.dims[j]]
+
+    # ------------------------------------------------------------------ exact algebra
+    def copy(self) -> Moments:
+        return Moments(
+            self.dims, n=self.n, center=self.center.copy(), sum_u=self.sum_u.copy(),
+            blocks={k: b.copy() for k, b in self.blocks.items()}, w=self.w.copy(),
+            v=self.v.copy(), q=self.q.copy(), precision=self.precision,
+            budget_bytes=self.budget_bytes,
+        )
+
+    def recentered(self, new_center: np.ndarray) -> Moments:
+        """The same statistics expressed around ``new_center`` ``(D,)`` (exact algebra).
+
+        With ``δ = c − c'`` and ``u' = u + δ``: ``Σu' = Σu + nδ``;
+        ``S'_ij = S_ij + δ_i s_jᵀ + s_i δ_jᵀ + n δ_i δ_jᵀ``; ``ρ'_p = ρ_p + 2u_pᵀδ_p + |δ_p|²`` gives
+        ``w'``, ``V'`` and ``Q'`` in terms of ``S``, ``s = Σu``, ``V``, ``w`` (derivation in
+        docs/measures.md).
+        """
+        new_center = np.asarray(new_center, dtype=np.float64)
+        delta = self.center - new_center
+        n, s = self.n, self.sum_u
+        out = self.copy()
+        out.center = new_center.copy()
+        out.sum_u = s + n * delta
+        P = self.n_reps
+        sl = [self._slice(p) for p in range(P)]
+        for (i, j), b in self.blocks.items():
+            di, dj, si, sj = delta[sl[i]], delta[sl[j]], s[sl[i]], s[sl[j]]
+            out.blocks[(i, j)] = b + np.outer(di, sj) + np.outer(si, dj) + n * np.outer(di, dj)
+        # a_p(i) = u_p(i)·δ_p ; e_p = |δ_p|²
+        e = np.array([delta[sl[p]] @ delta[sl[p]] for p in range(P)])
+        sum_a = np.array([s[sl[p]] @ delta[sl[p]] for p in range(P)])
+        # Σ_i u(i) a_p(i) = S[:, p] δ_p  (D-vector, full symmetric column panel)
+        s_delta = np.stack(
+            [np.concatenate([self.block(j, p) @ delta[sl[p]] for j in range(P)]) for p in range(P)]
+        )
+        out.w = self.w + 2 * sum_a + n * e
+        out.v = (
+            self.v + np.outer(self.w, delta) + 2 * s_delta + 2 * np.outer(sum_a, delta)
+            + np.outer(e, s) + n * np.outer(e, delta)
+        )
+        # Σ ρ_p a_q = V_p[q-slice]·δ_q ; Σ a_p a_q = δ_pᵀ S_pq δ_q
+        rho_a = np.array([[self.v[p, sl[q]] @ delta[sl[q]] for q in range(P)] for p in range(P)])
+        aa = np.array([[s_delta[q, sl[p]] @ delta[sl[p]] for q in range(P)] for p in range(P)])
+        out.q = (
+            self.q + 2 * rho_a + 2 * rho_a.T + 4 * aa
+            + np.outer(self.w, e) + np.outer(e, self.w)
+            + 2 * np.outer(sum_a, e) + 2 * np.outer(e, sum_a) + n * np.outer(e, e)
+        )
+        return out
+
+    def mean(self) -> np.ndarray:
+        """Column means ``(D,)`` of all reps concatenated (NaN-free; zeros when n = 0)."""
+        if self.n == 0:
+            return np.zeros_like(self.center)
+        return self.center + self.sum_u / self.n
+
+    def _combine(self, other: Moments, sign: int) -> Moments:
+        if not isinstance(other, Moments):
+            return NotImplemented
+        if other.dims != self.dims:
+            raise InvalidInput(f"cannot combine Moments of dims {self.dims} and {other.dims}")
+        ref = self if self.n else other
+        out = Moments.empty(self.dims, precision=self.precision, budget_bytes=self.budget_bytes)
+        out.center = ref.center.copy()
+        for part, sgn in ((self, 1), (other, sign)):
+            if part.n == 0:
+                continue
+            aligned = part.recentered(ref.center)
+            out.n += sgn * aligned.n
+            out.sum_u += sgn * aligned.sum_u
+            for k in out.blocks:
+                out.blocks[k] += sgn * aligned.blocks[k]
+            out.w += sgn * aligned.w
+            out.v += sgn * aligned.v
+            out.q += sgn * aligned.q
+        if out.n < 0:
+            raise InvalidInput(f"cannot subtract {other.n} rows from an accumulator of {self.n}")
+        return out
+
+    def __add__(self, other: Moments) -> Moments:
+        return self._combine(other, +1)
+
+    def __radd__(self, other: Any) -> Moments:  # lets sum() start from 0
+        if isinstance(other, int) and other == 0:
+            return self.copy()
+        return NotImplemented
+
+    def __sub__(self, other: Moments) -> Moments:
+        return self._combine(other, -1)
+
+    # ------------------------------------------------------------------ reading
+    def pair(self, i: int, j: int) -> PairMoments:
+        """Centred moments of reps ``(i, j)`` around their exact means (``i == j`` allowed)."""
+        for k in (i, j):
+            if not 0 <= k < self.n_reps:
+                raise InvalidInput(f"rep index {k} out of range for {self.n_reps} reps")
+        sub = self.subset([i] if i == j else [i, j])
+        sub = sub.recentered(sub.mean())
+        a, b = (0, 0) if i == j else (0, 1)
+        return PairMoments(
+            n=sub.n,
+            mean_x=sub.center[sub._slice(a)].copy(),
+            mean_y=sub.center[sub._slice(b)].copy(),
+            sxx=_sym(sub.block(a, a)),
+            syy=_sym(sub.block(b, b)),
+            sxy=sub.block(a, b).copy() if a != b else _sym(sub.block(a, a)),
+            sum_kk=float(sub.q[a, a]),
+            sum_ll=float(sub.q[b, b]),
+            sum_kl=float(sub.q[a, b]),
+        )
+
+    def subset(self, reps: Sequence[int]) -> Moments:
+        """The accumulator restricted to the listed reps (in that order)."""
+        reps = list(reps)
+        dims = [self.dims[p] for p in reps]
+        cols = np.concatenate([np.arange(self.offsets[p], self.offsets[p + 1]) for p in reps])
+        blocks = {}
+        for a in range(len(reps)):
+            for b in range(a, len(reps)):
+                blocks[(a, b)] = self.block(reps[a], reps[b]).copy()
+        return Moments(
+            dims, n=self.n, center=self.center[cols].copy(), sum_u=self.sum_u[cols].copy(),
+            blocks=blocks, w=self.w[reps].copy(), v=self.v[np.ix_(reps, cols)].copy(),
+            q=self.q[np.ix_(reps, reps)].copy(), precision=self.precision,
+            budget_bytes=self.budget_bytes,
+        )
+
+    # ------------------------------------------------------------------ persistence
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """A dict of numpy arrays (``np.savez``-ready) that :meth:`from_arrays` inverts."""
+        out: dict[str, np.ndarray] = {
+            "format_version": np.array(_FORMAT_VERSION),
+            "dims": np.array(self.dims, dtype=np.int64),
+            "n": np.array(self.n, dtype=np.int64),
+            "center": self.center, "sum_u": self.sum_u,
+            "w": self.w, "v": self.v, "q": self.q,
+            "precision": np.array(self.precision),
+        }
+        for (i, j), b in self.blocks.items():
+            out[f"block_{i}_{j}"] = b
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays: Any) -> Moments:
+        """Rebuild from :meth:`to_arrays` output (or an opened ``.npz``)."""
+        try:
+            version = int(arrays["format_version"])
+            if version != _FORMAT_VERSION:
+                raise InvalidInput(
+                    f"Moments format version {version} is not supported (this actdb reads "
+                    f"{_FORMAT_VERSION}); recompute the statistics"
+                )
+            dims = [int(d) for d in arrays["dims"]]
+            p = len(dims)
+            blocks = {
+                (i, j): np.array(arrays[f"block_{i}_{j}"], dtype=np.float64)
+                for i in range(p) for j in range(i, p)
+            }
+            return cls(
+                dims, n=int(arrays["n"]), center=np.array(arrays["center"], dtype=np.float64),
+                sum_u=np.array(arrays["sum_u"], dtype=np.float64), blocks=blocks,
+                w=np.array(arrays["w"], dtype=np.float64), v=np.array(arrays["v"], dtype=np.float64),
+                q=np.array(arrays["q"], dtype=np.float64), precision=str(arrays["precision"]),  # type: ignore[arg-type]
+            )
+        except KeyError as exc:
+            raise InvalidInput(f"not a serialised Moments: missing {exc}") from None
+
+    def to_bytes(self) -> bytes:
+        """Compressed ``.npz`` bytes of :meth:`to_arrays`."""
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **self.to_arrays())  # type: ignore[arg-type]
+        return buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Moments:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            return cls.from_arrays(z)
+
+    def __repr__(self) -> str:
+        return f"Moments(dims={self.dims}, n={self.n}, precision={self.precision!r})"
+
+    def nbytes(self) -> int:
+        """Bytes held by the float64 accumulators."""
+        return int(
+            sum(b.nbytes for b in self.blocks.values())
+            + self.center.nbytes + self.sum_u.nbytes + self.v.nbytes + self.q.nbytes + self.w.nbytes
+        )
+
+
+def _sym(a: np.ndarray) -> np.ndarray:
+    return (a + a.T) / 2.0
+
+
+def _parse_precision(value: str) -> Precision:
+    if value not in ("float64", "mixed"):
+        raise InvalidInput(f"precision must be 'float64' or 'mixed', got {value!r}")
+    return value  # type: ignore[return-value]
+
+
+def shard_moments(
+    mats: Sequence[Any], n_shards: int, *, precision: Precision = "float64"
+) -> list[Moments]:
+    """Per-shard :class:`Moments` over ``n_shards`` contiguous row ranges of ``mats``."""
+    arrays = [as_matrix(m, f"rep {p}") for p, m in enumerate(mats)]
+    n = arrays[0].shape[0]
+    if n_shards < 2 or n_shards > n:
+        raise InvalidInput(f"n_shards must be between 2 and n_rows={n}, got {n_shards}")
+    edges = np.linspace(0, n, n_shards + 1).round().astype(int)
+    dims = [a.shape[1] for a in arrays]
+    return [
+        Moments.empty(dims, precision=precision).update([a[lo:hi] for a in arrays])
+        for lo, hi in zip(edges[:-1], edges[1:], strict=True)
+    ]
+
+
+def gemm_flops(n: int, dims: Sequence[int]) -> float:
+    """Flops of one pass: ``n·D²`` for ``D = Σ d_p`` (symmetric blocks counted once)."""
+    total = sum(dims)
+    return float(n) * total * total

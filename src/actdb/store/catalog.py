@@ -1,0 +1,148 @@
+"""The catalog connection: engine creation, short transactions, busy handling, bulk loads.
+
+DuckDB lets one process open a file read-write, and while it does no other process can
+open it at all. So actdb never holds a DuckDB catalog open between operations: every
+transaction opens the file, works, and closes it (``NullPool``); a process that finds
+the file locked retries with backoff and then raises :class:`StoreBusy` naming the
+writer's pid. PostgreSQL catalogs use a normal connection pool.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pyarrow as pa
+import sqlalchemy as sa
+from sqlalchemy.pool import NullPool
+
+from actdb.errors import ReadOnly, StoreBusy
+
+_LOCK_PATTERNS = ("Could not set lock", "Conflicting lock", "database is locked", "lock on file")
+_PID = re.compile(r"PID (\d+)")
+
+
+def make_engine(url: str, *, read_only: bool) -> sa.Engine:
+    """An engine for a catalog URL (``duckdb:///path`` or any SQLAlchemy URL)."""
+    if url.startswith("duckdb"):
+        config: dict[str, Any] = {}
+        if read_only:
+            config["read_only"] = True
+        return sa.create_engine(url, poolclass=NullPool, connect_args=config)
+    engine = sa.create_engine(url, pool_pre_ping=True)
+    if read_only:
+        @sa.event.listens_for(engine, "begin")
+        def _read_only(conn: sa.Connection) -> None:
+            conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+    return engine
+
+
+def is_lock_error(exc: BaseException) -> bool:
+    text = str(exc)
+    return any(p in text for p in _LOCK_PATTERNS)
+
+
+def busy_error(exc: BaseException, where: str) -> StoreBusy:
+    match = _PID.search(str(exc))
+    pid = f"writer pid {match.group(1)}" if match else "another process"
+    return StoreBusy(
+        f"store {where} is busy ({pid} holds its DuckDB catalog for writing). DuckDB allows "
+        "one writing process at a time: retry when it finishes, talk to it through "
+        "`actdb serve`, or use a PostgreSQL catalog for many writers."
+    )
+
+
+class Catalog:
+    """A catalog database: short transactions with lock retries."""
+
+    def __init__(self, url: str, *, read_only: bool, where: str, busy_timeout: float = 10.0):
+        self.url = url
+        self.read_only = read_only
+        self.where = where
+        self.busy_timeout = busy_timeout
+        self.engine = make_engine(url, read_only=read_only)
+        self.dialect = self.engine.dialect.name
+        self._local = threading.local()
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[None]:
+        """Hold one connection for several short transactions (a batch of writes).
+
+        Opening a DuckDB file costs ~15 ms; a session pays it once. Keep sessions short:
+        while one is open, other processes cannot open a DuckDB catalog at all.
+        """
+        if getattr(self._local, "conn", None) is not None:
+            yield
+            return
+        conn = self._open()
+        self._local.conn = conn
+        try:
+            yield
+        finally:
+            self._local.conn = None
+            conn.close()
+
+    @contextlib.contextmanager
+    def connect(self, *, write: bool = False) -> Iterator[sa.Connection]:
+        """One transaction; committed on success, rolled back on error."""
+        if write and self.read_only:
+            raise ReadOnly(f"store {self.where} was opened read-only; reopen it with read_only=False to write")
+        held = getattr(self._local, "conn", None)
+        if held is not None:
+            if held.in_transaction():
+                yield held
+                return
+            with held.begin():
+                yield held
+            return
+        conn = self._open()
+        try:
+            with conn.begin():
+                yield conn
+        finally:
+            conn.close()
+
+    def _open(self) -> sa.Connection:
+        deadline = time.monotonic() + self.busy_timeout
+        delay = 0.01
+        while True:
+            try:
+                conn = self.engine.connect()
+                break
+            except sa.exc.DBAPIError as exc:
+                if not is_lock_error(exc):
+                    raise
+                if time.monotonic() > deadline:
+                    raise busy_error(exc, self.where) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
+        return conn
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def bulk_insert(conn: sa.Connection, table: sa.Table, data: pa.Table) -> None:
+    """Insert an Arrow table fast: DuckDB scans Arrow directly, PostgreSQL uses COPY."""
+    if data.num_rows == 0:
+        return
+    cols = ", ".join(f'"{c}"' for c in data.column_names)
+    if conn.dialect.name == "duckdb":
+        raw = conn.connection.driver_connection
+        raw.register("_actdb_bulk", data)
+        try:
+            raw.execute(f'INSERT INTO "{table.name}" ({cols}) SELECT {cols} FROM _actdb_bulk')
+        finally:
+            raw.unregister("_actdb_bulk")
+        return
+    if conn.dialect.name == "postgresql":
+        raw = conn.connection.driver_connection
+        with raw.cursor() as cur, cur.copy(f'COPY "{table.name}" ({cols}) FROM STDIN') as copy:
+            for row in zip(*(c.to_pylist() for c in data.columns)):
+                copy.write_row(row)
+        return
+    conn.execute(table.insert(), data.to_pylist())

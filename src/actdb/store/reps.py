@@ -1,0 +1,358 @@
+"""Writing and finding reps: tokenizations, the two-phase rep writer, lookups."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import sqlalchemy as sa
+
+from actdb.errors import AlreadyExists, DtypeOverflow, InvalidInput, NotFound, close_matches
+from actdb.store import arrays as A
+from actdb.store import schema as S
+from actdb.store.catalog import bulk_insert
+from actdb.store.parse import (
+    as_numpy, check_finite, check_matrix, layer_of_site, parse_name, parse_pooling, parse_site,
+)
+from actdb.store.records import RepInfo, TokenizationInfo
+from actdb.store.tokens import parse_token_table, token_table_hash
+
+if TYPE_CHECKING:
+    from actdb.store.store import Store
+
+_REP_COLS = """r.id, m.name, c.name, c.step, d.name, d.content_hash, r.site, r.layer, r.pooling, r.n_rows,
+    r.dim, r.dtype, r.status, r.path, r.chunk_rows, r.shard_rows, r.tokenization_id, t.tokenizer,
+    r.checksum, r.created_at"""
+_REP_FROM = """FROM rep r JOIN checkpoint c ON c.id = r.checkpoint_id JOIN model m ON m.id = c.model_id
+    JOIN dataset d ON d.id = r.dataset_id LEFT JOIN tokenization t ON t.id = r.tokenization_id"""
+
+
+def _now() -> Any:
+    from actdb.store.store import now
+
+    return now()
+
+
+class RepWriter:
+    """Streams rows of one rep into its array, shard by shard, then commits it.
+
+    Rows are buffered until a whole shard is full (so no shard file is ever rewritten),
+    each flushed shard is recorded in the catalog (``rows_written``) so an interrupted
+    write resumes there, and :meth:`finish` flips the rep to ``complete`` with its
+    checksum and statistics in one transaction. Use as a context manager: an exception
+    leaves the ``writing`` row for resume (or ``verify --repair``).
+    """
+
+    def __init__(self, store: Store, rep_id: int, *, n_rows: int, dim: int, dtype: str, site: str,
+                 chunk_rows: int, shard_rows: int, array: Any, start_row: int, stats: A.RowStats,
+                 allow_nonfinite: bool, replaces: int | None):
+        self.store = store
+        self.rep_id = rep_id
+        self.n_rows, self.dim, self.dtype, self.site = n_rows, dim, dtype, site
+        self.shard_rows = shard_rows
+        self._array = array
+        self.rows_written = start_row
+        self._stats = stats
+        self._buffer: list[np.ndarray] = []
+        self._buffered = 0
+        self.allow_nonfinite = allow_nonfinite
+        self.replaces = replaces
+
+    @property
+    def done(self) -> bool:
+        return self.rows_written + self._buffered >= self.n_rows
+
+    def append(self, block: Any) -> None:
+        """Append rows ``(k, dim)`` (numpy or torch, any float dtype)."""
+        block = as_numpy(block, what=f"rows for site {self.site!r}")
+        check_matrix(block, n_rows=None, what=f"rows for site {self.site!r}")
+        if block.shape[1] != self.dim:
+            raise InvalidInput(f"rows for site {self.site!r} have {block.shape[1]} columns, the rep has {self.dim}")
+        if self.rows_written + self._buffered + len(block) > self.n_rows:
+            raise InvalidInput(f"rep {self.rep_id} (site {self.site!r}) takes {self.n_rows} rows; "
+                               f"{self.rows_written + self._buffered + len(block)} were given")
+        if not self.allow_nonfinite:
+            check_finite(block, what=f"activations at site {self.site!r}")
+        check_range(block, self.dtype, self.site)
+        self._buffer.append(A.to_storage(block, self.dtype))  # type: ignore[arg-type]
+        self._buffered += len(block)
+        while self._buffered >= self.shard_rows or (self._buffered and self.done):
+            self._flush()
+
+    def _flush(self) -> None:
+        data = np.concatenate(self._buffer) if len(self._buffer) > 1 else self._buffer[0]
+        take = min(len(data), self.shard_rows)
+        shard, rest = data[:take], data[take:]
+        start = self.rows_written
+        self._array[start: start + take] = shard
+        self._stats.update(shard)
+        self.rows_written += take
+        self._buffer = [rest] if len(rest) else []
+        self._buffered = len(rest)
+        with self.store.catalog.connect(write=True) as conn:
+            conn.execute(S.rep.update().where(S.rep.c.id == self.rep_id).values(rows_written=self.rows_written))
+
+    def finish(self) -> RepInfo:
+        """Commit: the rep becomes complete (and replaces the rep it overwrites, atomically)."""
+        if self._buffered:
+            self._flush()
+        if self.rows_written != self.n_rows:
+            raise InvalidInput(f"rep {self.rep_id} (site {self.site!r}) got {self.rows_written} of {self.n_rows} rows")
+        values = dict(status="complete", checksum=self._stats.checksum, completed_at=_now(),
+                      n_nonfinite=self._stats.nonfinite, nbytes=self.n_rows * self.dim * (4 if self.dtype == "float32" else 2),
+                      **self._stats.summary())
+        old_path = None
+        with self.store.catalog.connect(write=True) as conn:
+            if self.replaces is not None:
+                old_path = conn.execute(sa.select(S.rep.c.path).where(S.rep.c.id == self.replaces)).scalar()
+                conn.execute(S.rep.update().where(S.rep.c.id == self.replaces).values(status="replaced"))
+            conn.execute(S.rep.update().where(S.rep.c.id == self.rep_id).values(**values))
+        if old_path is not None:
+            A.delete_array(self.store._root, old_path)
+        return self.store.rep(self.rep_id)
+
+    def __enter__(self) -> RepWriter:
+        return self
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is None and not self.done:
+            raise InvalidInput(f"rep {self.rep_id} (site {self.site!r}) closed after {self.rows_written} "
+                               f"of {self.n_rows} rows; it stays 'writing' until resumed")
+        if exc_type is None:
+            self.finish()
+
+
+def check_range(block: np.ndarray, dtype: str, site: str) -> None:
+    """Refuse values the stored dtype cannot hold (never a silent inf)."""
+    limit = A.FLOAT16_MAX if dtype == "float16" else float(np.finfo(np.float32).max)
+    if block.dtype == np.float16 and dtype == "float16":
+        return
+    absmax = float(np.nanmax(np.abs(np.where(np.isfinite(block), block, 0)))) if block.size else 0.0
+    if absmax > limit:
+        raise DtypeOverflow(
+            f"activations at site {site!r} reach |x| = {absmax:.6g}, beyond the largest {dtype} "
+            f"({limit:.6g}); store them with dtype='float32' or dtype='bfloat16'")
+
+
+class RepsMixin:
+    """Rep-related methods of :class:`~actdb.store.store.Store`."""
+
+    # ---------------------------------------------------------- tokenizations
+    def add_tokenization(self: Store, dataset: str, tokenizer: str, tokens: Any, *, max_length: int = 0,
+                         tokenizer_hash: str | None = None, n_truncated: int = 0) -> TokenizationInfo:
+        """Store the token table of ``dataset`` tokenized by ``tokenizer`` (row -> example,
+        position, token id, token text, char span, special flag). Idempotent for equal content."""
+        tokenizer = parse_name(tokenizer, "tokenizer", allow_slash=True)
+        ds = self.dataset(dataset)
+        table = parse_token_table(tokens, n_examples=ds.n_examples)
+        content = token_table_hash(table)
+        existing = self._tokenization(ds.id, tokenizer, max_length)
+        if existing is not None:
+            if existing.content_hash != content:
+                raise AlreadyExists(f"dataset {dataset!r} already has a different token table for tokenizer "
+                                    f"{tokenizer!r} (max_length {max_length}); use another tokenizer name")
+            return existing
+        with self.catalog.connect(write=True) as conn:
+            conn.execute(S.tokenization.insert().values(
+                dataset_id=ds.id, tokenizer=tokenizer, max_length=max_length, tokenizer_hash=tokenizer_hash,
+                content_hash=content, n_rows=table.num_rows, n_truncated=n_truncated, created_at=_now()))
+            tid = conn.execute(sa.select(S.tokenization.c.id).where(
+                S.tokenization.c.dataset_id == ds.id, S.tokenization.c.tokenizer == tokenizer,
+                S.tokenization.c.max_length == max_length)).scalar_one()
+            bulk_insert(conn, S.token, table.add_column(0, "tokenization_id",
+                                                        pa.array(np.full(table.num_rows, tid, np.int32))))
+        found = self._tokenization(ds.id, tokenizer, max_length)
+        assert found is not None
+        return found
+
+    def _tokenization(self: Store, dataset_id: int, tokenizer: str, max_length: int | None) -> TokenizationInfo | None:
+        q = sa.select(S.tokenization).where(S.tokenization.c.dataset_id == dataset_id,
+                                            S.tokenization.c.tokenizer == tokenizer)
+        if max_length is not None:
+            q = q.where(S.tokenization.c.max_length == max_length)
+        with self.catalog.connect() as conn:
+            r = conn.execute(q.order_by(S.tokenization.c.id)).mappings().first()
+        if r is None:
+            return None
+        return TokenizationInfo(r["id"], r["dataset_id"], r["tokenizer"], r["max_length"], r["n_rows"],
+                                r["content_hash"], r["n_truncated"])
+
+    def tokenization(self: Store, dataset: str, tokenizer: str, max_length: int | None = None) -> TokenizationInfo:
+        ds = self.dataset(dataset)
+        found = self._tokenization(ds.id, tokenizer, max_length)
+        if found is None:
+            with self.catalog.connect() as conn:
+                known = conn.execute(sa.select(S.tokenization.c.tokenizer).where(
+                    S.tokenization.c.dataset_id == ds.id)).scalars().all()
+            raise NotFound(f"dataset {dataset!r} has no token table for tokenizer {tokenizer!r}; "
+                           f"{close_matches(tokenizer, known)}")
+        return found
+
+    def token_table(self: Store, tokenization_id: int) -> pa.Table:
+        """The token table (row order) of a tokenization, as Arrow."""
+        with self.catalog.connect() as conn:
+            rows = conn.execute(sa.select(S.token.c.row, S.token.c.example, S.token.c.position,
+                                          S.token.c.token_id, S.token.c.token, S.token.c.char_start,
+                                          S.token.c.char_end, S.token.c.special)
+                                .where(S.token.c.tokenization_id == tokenization_id)
+                                .order_by(S.token.c.row)).all()
+        names = ["row", "example", "position", "token_id", "token", "char_start", "char_end", "special"]
+        cols = list(zip(*rows)) if rows else [[] for _ in names]
+        return pa.table({n: pa.array(c) for n, c in zip(names, cols)})
+
+    # ------------------------------------------------------------------- reps
+    def write_rep(self: Store, model: str, checkpoint: str, dataset: str, site: str, array: Any, *,
+                  tokens: Any = None, tokenizer: str | None = None, pooling: str = "token",
+                  dtype: str = "float16", max_length: int = 0, layer: int | None = None,
+                  allow_nonfinite: bool = False, overwrite: bool = False, codec: str | None = None) -> RepInfo:
+        """Store one rep: ``array`` is ``(n_rows, dim)``, numpy or torch, any float dtype.
+
+        Token-level reps (``pooling="token"``) need their token table: pass ``tokens``
+        (and a ``tokenizer`` name) or the ``tokenizer`` of a token table already stored
+        for ``dataset``. Example-level reps (``mean``, ``first``, ``last``) have one row
+        per example. Everything is validated before anything is written.
+        """
+        values = as_numpy(array, what=f"array for site {site!r}")
+        with self.catalog.session():
+            return self._write_rep(model, checkpoint, dataset, site, values, tokens=tokens, tokenizer=tokenizer,
+                                   pooling=pooling, dtype=dtype, max_length=max_length, layer=layer,
+                                   allow_nonfinite=allow_nonfinite, overwrite=overwrite, codec=codec)
+
+    def _write_rep(self: Store, model: str, checkpoint: str, dataset: str, site: str, values: np.ndarray, *,
+                   tokens: Any, tokenizer: str | None, pooling: str, dtype: str, max_length: int,
+                   layer: int | None, allow_nonfinite: bool, overwrite: bool, codec: str | None) -> RepInfo:
+        writer = self.rep_writer(model, checkpoint, dataset, site, n_rows=None, dim=values.shape[-1] if values.ndim else 0,
+                                 tokens=tokens, tokenizer=tokenizer, pooling=pooling, dtype=dtype,
+                                 max_length=max_length, layer=layer, allow_nonfinite=allow_nonfinite,
+                                 overwrite=overwrite, codec=codec, resume=False, _check=values)
+        with writer:
+            writer.append(values)
+        return self.rep(writer.rep_id)
+
+    def rep_writer(self: Store, model: str, checkpoint: str, dataset: str, site: str, *, n_rows: int | None,
+                   dim: int, tokens: Any = None, tokenizer: str | None = None, pooling: str = "token",
+                   dtype: str = "float16", max_length: int = 0, layer: int | None = None,
+                   allow_nonfinite: bool = False, overwrite: bool = False, codec: str | None = None,
+                   resume: bool = True, ingest_run_id: int | None = None, _check: np.ndarray | None = None) -> RepWriter:
+        """A :class:`RepWriter` for streaming a rep in; with ``resume=True`` an interrupted
+        write of the same rep continues where its last flushed shard ended."""
+        site = parse_site(site)
+        pooling = parse_pooling(pooling)
+        dtype = A.parse_dtype(dtype)
+        codec = codec or A.DEFAULT_CODEC
+        A._codec(codec)
+        ds = self.dataset(dataset)
+        tok_id = None
+        if tokens is not None:
+            if tokenizer is None:
+                raise InvalidInput("pass tokenizer='<name>' with tokens= so the token table can be shared")
+            tok_id = self.add_tokenization(dataset, tokenizer, tokens, max_length=max_length).id
+        elif tokenizer is not None:
+            tok_id = self.tokenization(dataset, tokenizer, max_length if max_length else None).id
+        if pooling == "token":
+            if tok_id is None:
+                raise InvalidInput(
+                    f"a token-level rep of site {site!r} needs its token table: pass tokens= and tokenizer=, "
+                    "or tokenizer= of a table already stored for this dataset, or use an example-level "
+                    "pooling ('mean', 'first', 'last') with one row per example")
+            with self.catalog.connect() as conn:
+                expected = conn.execute(sa.select(S.tokenization.c.n_rows).where(S.tokenization.c.id == tok_id)).scalar_one()
+        else:
+            expected = ds.n_examples
+        if n_rows is not None and n_rows != expected:
+            raise InvalidInput(f"rep of site {site!r} declared {n_rows} rows; the {'token' if pooling == 'token' else 'example'} table has {expected}")
+        if _check is not None:
+            check_matrix(_check, n_rows=expected, what=f"array for site {site!r}")
+            if not allow_nonfinite:
+                check_finite(_check, what=f"activations at site {site!r}")
+            check_range(_check, dtype, site)
+        if dim < 1:
+            raise InvalidInput(f"rep of site {site!r} must have at least one column")
+        ckpt = self.add_checkpoint(model, checkpoint)
+        key = [S.rep.c.checkpoint_id == ckpt.id, S.rep.c.dataset_id == ds.id, S.rep.c.site == site,
+               S.rep.c.pooling == pooling,
+               S.rep.c.tokenization_id.is_(None) if tok_id is None else S.rep.c.tokenization_id == tok_id]
+        layer = layer if layer is not None else layer_of_site(site)
+        itemsize = 4 if dtype == "float32" else 2
+        chunk_rows, shard_rows = A.layout(expected, dim, itemsize)
+        with self.catalog.connect(write=True) as conn:
+            rows = conn.execute(sa.select(S.rep).where(*key, S.rep.c.status.in_(("writing", "complete")))).mappings().all()
+            complete = [r for r in rows if r["status"] == "complete"]
+            writing = [r for r in rows if r["status"] == "writing"]
+            if complete and not overwrite:
+                raise AlreadyExists(
+                    f"rep {model}/{checkpoint}/{dataset}/{site} ({pooling}) is already stored as rep "
+                    f"{complete[0]['id']}; complete reps are immutable: pass overwrite=True to replace it")
+            replaces = complete[0]["id"] if complete else None
+            for w in writing:
+                if resume and w["n_rows"] == expected and w["dim"] == dim and w["dtype"] == dtype \
+                        and w["codec"] == codec and w["replaces"] == replaces:
+                    return self._resume_writer(w, site, allow_nonfinite)
+                conn.execute(S.rep.update().where(S.rep.c.id == w["id"]).values(status="abandoned"))
+            rep_id = conn.execute(sa.select(sa.Sequence("rep_id_seq").next_value())).scalar_one()
+            path = A.rep_path(rep_id)
+            conn.execute(S.rep.insert().values(
+                id=rep_id, checkpoint_id=ckpt.id, dataset_id=ds.id, tokenization_id=tok_id, site=site, layer=layer,
+                pooling=pooling, n_rows=expected, dim=dim, dtype=dtype, status="writing", path=path,
+                chunk_rows=chunk_rows, shard_rows=shard_rows, codec=codec, rows_written=0, replaces=replaces,
+                ingest_run_id=ingest_run_id, created_at=_now()))
+        for w in writing:
+            A.delete_array(self._root, w["path"])
+        array = A.create_array(self._root, path, n_rows=expected, dim=dim, dtype=dtype, codec=codec,  # type: ignore[arg-type]
+                               chunk_rows=chunk_rows, shard_rows=shard_rows)
+        return RepWriter(self, rep_id, n_rows=expected, dim=dim, dtype=dtype, site=site, chunk_rows=chunk_rows,
+                         shard_rows=shard_rows, array=array, start_row=0, stats=A.RowStats(dtype),
+                         allow_nonfinite=allow_nonfinite, replaces=replaces)
+
+    def _resume_writer(self: Store, row: Any, site: str, allow_nonfinite: bool) -> RepWriter:
+        import zarr
+
+        array = zarr.open_array(self._root, path=row["path"], mode="r+")
+        stats = A.RowStats(row["dtype"])
+        done = int(row["rows_written"])
+        for start in range(0, done, row["shard_rows"]):
+            stats.update(array[start: min(done, start + row["shard_rows"])])
+        return RepWriter(self, row["id"], n_rows=row["n_rows"], dim=row["dim"], dtype=row["dtype"], site=site,
+                         chunk_rows=row["chunk_rows"], shard_rows=row["shard_rows"], array=array, start_row=done,
+                         stats=stats, allow_nonfinite=allow_nonfinite, replaces=row["replaces"])
+
+    def rep(self: Store, rep_id: int) -> RepInfo:
+        """The catalog record of rep ``rep_id`` (complete or not)."""
+        with self.catalog.connect() as conn:
+            row = conn.execute(sa.text(f"SELECT {_REP_COLS} {_REP_FROM} WHERE r.id = :id"), {"id": int(rep_id)}).first()
+        if row is None:
+            raise NotFound(f"no rep with id {rep_id} in {self.path}; list them with `actdb ls {self.path} reps`")
+        return RepInfo(*row)
+
+    def find_reps(self: Store, *, model: str | None = None, checkpoint: str | None = None, dataset: str | None = None,
+                  site: str | None = None, pooling: str | None = None, status: str = "complete") -> list[RepInfo]:
+        """Reps matching exact values (the query layer's ``db.reps`` adds globs and ranges)."""
+        where, params = ["r.status = :status"], {"status": status}
+        for col, value in (("m.name", model), ("c.name", checkpoint), ("d.name", dataset), ("r.site", site),
+                           ("r.pooling", pooling)):
+            if value is not None:
+                key = col.replace(".", "_")
+                where.append(f"{col} = :{key}")
+                params[key] = value
+        q = f"SELECT {_REP_COLS} {_REP_FROM} WHERE {' AND '.join(where)} ORDER BY m.name, c.step NULLS LAST, c.id, r.layer, r.site, r.id"
+        with self.catalog.connect() as conn:
+            return [RepInfo(*r) for r in conn.execute(sa.text(q), params).all()]
+
+    def read_rep(self: Store, rep: int | RepInfo) -> A.RepArray:
+        """A lazy handle on a complete rep's array (row slices read only their chunks)."""
+        info = rep if isinstance(rep, RepInfo) else self.rep(rep)
+        if info.status != "complete":
+            raise NotFound(f"rep {info.id} is {info.status!r}, not complete; only complete reps can be read")
+        return A.RepArray(self._root, info.path, rep_id=info.id, n_rows=info.n_rows, dim=info.dim,
+                          dtype=info.dtype, chunk_rows=info.chunk_rows, shard_rows=info.shard_rows)
+
+    def rep_meta(self: Store, rep_id: int) -> dict[str, Any]:
+        with self.catalog.connect() as conn:
+            row = conn.execute(sa.select(S.rep).where(S.rep.c.id == rep_id)).mappings().first()
+        if row is None:
+            raise NotFound(f"no rep with id {rep_id}")
+        out = dict(row)
+        out["meta"] = json.loads(out["meta"]) if out["meta"] else None
+        return out

@@ -1,0 +1,281 @@
+"""The store: one directory with ``catalog.duckdb`` (or a catalog URL) and ``arrays/``.
+
+All persistent state goes through :class:`Store`. Reps are written in two phases:
+a catalog row with status ``writing``, then the array, then (one transaction) the row
+flips to ``complete`` with its checksum and statistics. Readers only see ``complete``
+reps; a crash leaves a ``writing`` row that a resumed ingest continues or
+``verify(repair=True)`` removes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import sqlalchemy as sa
+
+from actdb.errors import AlreadyExists, InvalidInput, NotAStore, NotFound, close_matches
+from actdb.store import arrays as A
+from actdb.store import migrate, schema as S
+from actdb.store.catalog import Catalog, bulk_insert
+from actdb.store.parse import parse_name
+from actdb.store.records import CheckpointInfo, DatasetInfo, ModelInfo
+from actdb.store.reps import RepsMixin
+
+MARKER = "actdb.json"
+FORMAT = 1
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, sort_keys=True, default=str)
+
+
+def dataset_hash(texts: Sequence[str], labels: Sequence[Any] | None, splits: Sequence[Any] | None) -> str:
+    """Content hash of a dataset: texts, labels and splits in order (sha256, length-prefixed)."""
+    h = hashlib.sha256()
+    for i, text in enumerate(texts):
+        for part in (text, None if labels is None else labels[i], None if splits is None else splits[i]):
+            data = b"\xff" if part is None else str(part).encode("utf-8")
+            h.update(len(data).to_bytes(8, "little"))
+            h.update(data)
+    return "sha256:" + h.hexdigest()
+
+
+class Store(RepsMixin):
+    """Catalog + arrays of one store directory. See :func:`actdb.open`."""
+
+    def __init__(self, path: str | os.PathLike[str], *, catalog_url: str | None = None,
+                 read_only: bool = False, create: bool = True, busy_timeout: float = 10.0):
+        self.path = Path(path).expanduser().resolve()
+        self.read_only = read_only
+        marker = self.path / MARKER
+        if marker.is_file():
+            info = json.loads(marker.read_text())
+            stored_url = info.get("catalog_url")
+            if catalog_url is not None and stored_url is not None and catalog_url != stored_url:
+                raise InvalidInput(f"store {self.path} uses catalog {stored_url!r}, not {catalog_url!r}")
+            catalog_url = catalog_url or stored_url
+            arrays_location = info.get("arrays", "arrays")
+        elif self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
+            raise NotAStore(
+                f"{self.path} is not an actdb store (no {MARKER} in it); pass an empty or new "
+                "directory to create one, or the path of an existing store"
+            )
+        elif read_only or not create:
+            raise NotAStore(f"{self.path} is not an actdb store yet; create it with `actdb init {self.path}`")
+        else:
+            arrays_location = "arrays"
+            self.path.mkdir(parents=True, exist_ok=True)
+            (self.path / "arrays").mkdir(exist_ok=True)
+            tmp = self.path / (MARKER + ".tmp")
+            tmp.write_text(json.dumps({"format": FORMAT, "catalog_url": catalog_url, "arrays": "arrays"}))
+            tmp.replace(marker)
+        self.catalog_url = catalog_url or f"duckdb:///{self.path / 'catalog.duckdb'}"
+        location = str(arrays_location)
+        if "://" not in location:
+            location = str(self.path / location)
+        self.arrays_location = location
+        self.catalog = Catalog(self.catalog_url, read_only=read_only, where=str(self.path), busy_timeout=busy_timeout)
+        self._root = A.open_root(location, read_only=read_only)
+        self._prepare_schema()
+
+    # ----------------------------------------------------------------- schema
+    def _prepare_schema(self) -> None:
+        if self.read_only and self.catalog.dialect == "duckdb" and not (self.path / "catalog.duckdb").exists():
+            raise NotAStore(f"{self.path} has no catalog yet; open it once for writing to create it")
+        with self.catalog.connect() as conn:
+            revision = migrate.current_revision(conn)
+        migrate.check_revision(revision, str(self.path))
+        if revision != migrate.head_revision():
+            if self.read_only:
+                raise InvalidInput(
+                    f"store {self.path} is at schema revision {revision!r}, older than this actdb's "
+                    f"{migrate.head_revision()!r}; run `actdb migrate {self.path}` (or open it for writing once)"
+                )
+            migrate.upgrade(self.catalog.engine)
+
+    def schema_revision(self) -> str | None:
+        with self.catalog.connect() as conn:
+            return migrate.current_revision(conn)
+
+    def close(self) -> None:
+        self.catalog.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.path}{' read-only' if self.read_only else ''}>"
+
+    # ----------------------------------------------------------------- models
+    def add_model(self, name: str, *, family: str | None = None, architecture: str | None = None,
+                  width: int | None = None, depth: int | None = None, n_params: int | None = None,
+                  meta: dict[str, Any] | None = None) -> ModelInfo:
+        """Register a model (idempotent: an existing model of that name is returned, with
+        any newly given metadata filled in)."""
+        name = parse_name(name, "model", allow_slash=True)
+        given = {"family": family, "architecture": architecture, "width": width, "depth": depth,
+                 "n_params": n_params, "meta": _json(meta)}
+        with self.catalog.connect(write=True) as conn:
+            row = conn.execute(sa.select(S.model).where(S.model.c.name == name)).mappings().first()
+            if row is None:
+                conn.execute(S.model.insert().values(name=name, created_at=now(), **given))
+            else:
+                fill = {k: v for k, v in given.items() if v is not None and row[k] is None}
+                if fill:
+                    conn.execute(S.model.update().where(S.model.c.id == row["id"]).values(**fill))
+        return self.model(name)
+
+    def model(self, name: str) -> ModelInfo:
+        with self.catalog.connect() as conn:
+            row = conn.execute(sa.select(S.model).where(S.model.c.name == name)).mappings().first()
+            if row is None:
+                known = conn.execute(sa.select(S.model.c.name)).scalars().all()
+                raise NotFound(f"no model named {name!r} in {self.path}; {close_matches(str(name), known)}")
+        return ModelInfo(row["id"], row["name"], row["family"], row["architecture"], row["width"], row["depth"])
+
+    def models(self) -> list[ModelInfo]:
+        with self.catalog.connect() as conn:
+            rows = conn.execute(sa.select(S.model).order_by(S.model.c.id)).mappings().all()
+        return [ModelInfo(r["id"], r["name"], r["family"], r["architecture"], r["width"], r["depth"]) for r in rows]
+
+    # ------------------------------------------------------------ checkpoints
+    def add_checkpoint(self, model: str, name: str, *, step: int | None = None, tokens_seen: int | None = None,
+                       weights_hash: str | None = None, source: str | None = None,
+                       meta: dict[str, Any] | None = None) -> CheckpointInfo:
+        """Register a checkpoint of ``model`` (created if new). Idempotent for equal
+        arguments; a different ``weights_hash`` for an existing name is refused."""
+        name = parse_name(name, "checkpoint")
+        model_info = self.add_model(model)
+        with self.catalog.connect(write=True) as conn:
+            row = conn.execute(sa.select(S.checkpoint).where(
+                S.checkpoint.c.model_id == model_info.id, S.checkpoint.c.name == name)).mappings().first()
+            if row is None:
+                conn.execute(S.checkpoint.insert().values(
+                    model_id=model_info.id, name=name, step=step, tokens_seen=tokens_seen,
+                    weights_hash=weights_hash, source=source, meta=_json(meta), created_at=now()))
+            elif weights_hash is not None and row["weights_hash"] not in (None, weights_hash):
+                raise AlreadyExists(
+                    f"checkpoint {model}/{name} is stored with weights {row['weights_hash'][:19]}..., not "
+                    f"{weights_hash[:19]}...; give the new weights another checkpoint name")
+            else:
+                fill = {k: v for k, v in {"step": step, "tokens_seen": tokens_seen,
+                                          "weights_hash": weights_hash, "source": source}.items()
+                        if v is not None and row[k] is None}
+                if fill:
+                    conn.execute(S.checkpoint.update().where(S.checkpoint.c.id == row["id"]).values(**fill))
+        return self.checkpoint(model, name)
+
+    def checkpoint(self, model: str, name: str) -> CheckpointInfo:
+        found = [c for c in self.checkpoints(model) if c.name == name]
+        if not found:
+            known = [c.name for c in self.checkpoints(model)]
+            raise NotFound(f"model {model!r} has no checkpoint {name!r}; {close_matches(name, known)}")
+        return found[0]
+
+    def checkpoints(self, model: str | None = None) -> list[CheckpointInfo]:
+        """Checkpoints (of one model, or all), ordered by model then step; each names the
+        earlier checkpoint of the same model with identical weights, if any."""
+        if model is not None:
+            self.model(model)
+        q = "SELECT checkpoint_id, model, checkpoint, step, tokens_seen, weights_hash, duplicate_of FROM checkpoints"
+        params: dict[str, Any] = {}
+        if model is not None:
+            q += " WHERE model = :model"
+            params["model"] = model
+        q += " ORDER BY model, step NULLS LAST, checkpoint_id"
+        with self.catalog.connect() as conn:
+            rows = conn.execute(sa.text(q), params).all()
+        return [CheckpointInfo(*r) for r in rows]
+
+    def duplicate_checkpoints(self) -> list[CheckpointInfo]:
+        """Checkpoints whose weights hash equals an earlier checkpoint's of the same model."""
+        return [c for c in self.checkpoints() if c.duplicate_of is not None]
+
+    # --------------------------------------------------------------- datasets
+    def add_dataset(self, name: str, texts: Iterable[str], *, labels: Sequence[Any] | None = None,
+                    splits: Sequence[Any] | None = None, meta: dict[str, Any] | None = None) -> DatasetInfo:
+        """Store a list of texts (the stimuli). Identified by content hash: adding the same
+        texts under the same name again is a no-op; different texts under an existing name
+        are refused."""
+        name = parse_name(name, "dataset")
+        texts = list(texts)
+        if not texts:
+            raise InvalidInput(f"dataset {name!r} has no texts; give at least one")
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise InvalidInput(f"dataset {name!r}: text {i} is {type(t).__name__}, not str")
+        for what, col in (("labels", labels), ("splits", splits)):
+            if col is not None and len(col) != len(texts):
+                raise InvalidInput(f"dataset {name!r}: {len(col)} {what} for {len(texts)} texts")
+        content = dataset_hash(texts, labels, splits)
+        existing = self._dataset_row(name)
+        if existing is not None:
+            if existing.content_hash != content:
+                raise AlreadyExists(
+                    f"dataset {name!r} is already stored with other contents ({existing.content_hash[:19]}...); "
+                    "datasets are immutable: choose another name")
+            return existing
+        table = pa.table({
+            "example": pa.array(range(len(texts)), pa.int32()),
+            "text": pa.array(texts, pa.string()),
+            "label": pa.array(None if labels is None else [None if v is None else str(v) for v in labels],
+                              pa.string()) if labels is not None else pa.nulls(len(texts), pa.string()),
+            "split": pa.array([None if v is None else str(v) for v in splits], pa.string())
+            if splits is not None else pa.nulls(len(texts), pa.string()),
+        })
+        with self.catalog.connect(write=True) as conn:
+            conn.execute(S.dataset.insert().values(name=name, content_hash=content, n_examples=len(texts),
+                                                   meta=_json(meta), created_at=now()))
+            ds_id = conn.execute(sa.select(S.dataset.c.id).where(S.dataset.c.name == name)).scalar_one()
+            table = table.add_column(0, "dataset_id", pa.array([ds_id] * len(texts), pa.int32()))
+            bulk_insert(conn, S.example, table)
+        return self.dataset(name)
+
+    def _dataset_row(self, name: str) -> DatasetInfo | None:
+        with self.catalog.connect() as conn:
+            r = conn.execute(sa.select(S.dataset).where(S.dataset.c.name == name)).mappings().first()
+        return None if r is None else DatasetInfo(r["id"], r["name"], r["content_hash"], r["n_examples"])
+
+    def dataset(self, name: str) -> DatasetInfo:
+        row = self._dataset_row(name)
+        if row is None:
+            raise NotFound(f"no dataset named {name!r} in {self.path}; "
+                           f"{close_matches(str(name), [d.name for d in self.datasets()])}. Add it with add_dataset()")
+        return row
+
+    def datasets(self) -> list[DatasetInfo]:
+        with self.catalog.connect() as conn:
+            rows = conn.execute(sa.select(S.dataset).order_by(S.dataset.c.id)).mappings().all()
+        return [DatasetInfo(r["id"], r["name"], r["content_hash"], r["n_examples"]) for r in rows]
+
+    def texts(self, dataset: str) -> list[str]:
+        ds = self.dataset(dataset)
+        with self.catalog.connect() as conn:
+            return list(conn.execute(sa.select(S.example.c.text).where(S.example.c.dataset_id == ds.id)
+                                     .order_by(S.example.c.example)).scalars())
+
+    def examples(self, dataset: str) -> pa.Table:
+        """The example table of a dataset: example, text, label, split."""
+        ds = self.dataset(dataset)
+        with self.catalog.connect() as conn:
+            rows = conn.execute(sa.select(S.example.c.example, S.example.c.text, S.example.c.label,
+                                          S.example.c.split).where(S.example.c.dataset_id == ds.id)
+                                .order_by(S.example.c.example)).all()
+        cols = list(zip(*rows)) if rows else [[], [], [], []]
+        return pa.table({"example": pa.array(cols[0], pa.int32()), "text": pa.array(cols[1], pa.string()),
+                         "label": pa.array(cols[2], pa.string()), "split": pa.array(cols[3], pa.string())})

@@ -1,0 +1,85 @@
+"""The flat SQL views, versioned with the schema revisions that create them.
+
+A revision that changes a view adds a new ``VIEWS_<rev>`` dict here and calls
+:func:`create_views` with its id; a downgrade recreates the previous revision's set.
+Views are the stable contract for SQL users and BI tools: columns are only added.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+# Flat, name-joined views: the stable surface for SQL users and BI tools.
+# Only complete reps are visible through them.
+VIEWS_0001: dict[str, str] = {
+    "models": """
+        SELECT m.id AS model_id, m.name AS model, m.family, m.architecture, m.width, m.depth,
+               m.n_params, m.meta, m.created_at,
+               (SELECT count(*) FROM checkpoint c WHERE c.model_id = m.id) AS n_checkpoints
+        FROM model m""",
+    "checkpoints": """
+        SELECT c.id AS checkpoint_id, m.name AS model, c.name AS checkpoint, c.step, c.tokens_seen,
+               c.weights_hash, c.source, c.created_at,
+               (SELECT min(c2.name) FROM checkpoint c2
+                 WHERE c2.model_id = c.model_id AND c2.weights_hash = c.weights_hash
+                   AND c2.id < c.id) AS duplicate_of
+        FROM checkpoint c JOIN model m ON m.id = c.model_id""",
+    "datasets": """
+        SELECT d.id AS dataset_id, d.name AS dataset, d.content_hash AS dataset_hash,
+               d.n_examples, d.meta, d.created_at
+        FROM dataset d""",
+    "examples": """
+        SELECT d.name AS dataset, e.dataset_id, e.example, e.text, e.label, e.split, e.meta
+        FROM example e JOIN dataset d ON d.id = e.dataset_id""",
+    "tokens": """
+        SELECT d.name AS dataset, t.dataset_id, t.tokenizer, t.max_length, k.tokenization_id,
+               k."row", k.example, k.position, k.token_id, k.token, k.char_start, k.char_end,
+               k.special
+        FROM token k JOIN tokenization t ON t.id = k.tokenization_id
+        JOIN dataset d ON d.id = t.dataset_id""",
+    "reps": """
+        SELECT r.id AS rep_id, m.name AS model, m.family, m.architecture, m.width, m.depth,
+               c.name AS checkpoint, c.step, c.tokens_seen, d.name AS dataset,
+               d.content_hash AS dataset_hash, t.tokenizer, r.site, r.layer, r.pooling,
+               r.n_rows, r.dim, r.dtype, r.nbytes, r.checksum, r.stat_mean, r.stat_std,
+               r.stat_absmax, r.created_at, r.completed_at
+        FROM rep r JOIN checkpoint c ON c.id = r.checkpoint_id
+        JOIN model m ON m.id = c.model_id
+        JOIN dataset d ON d.id = r.dataset_id
+        LEFT JOIN tokenization t ON t.id = r.tokenization_id
+        WHERE r.status = 'complete'""",
+    "results": """
+        SELECT x.id AS result_id, x.measure, x.kind, x.value, x.stderr, x.n, x.rep_a, x.rep_b,
+               x.params, x.params_hash, x.subset, x.subset_hash, x.seconds, x.extra,
+               x.actdb_version, x.computed_at
+        FROM result x""",
+    "dissimilarities": """
+        SELECT x.id AS result_id, x.measure, x.kind, x.value, x.stderr, x.n,
+               ma.name AS model_a, ca.name AS checkpoint_a, ca.step AS step_a,
+               ra.site AS site_a, ra.layer AS layer_a, ra.pooling AS pooling_a, x.rep_a,
+               mb.name AS model_b, cb.name AS checkpoint_b, cb.step AS step_b,
+               rb.site AS site_b, rb.layer AS layer_b, rb.pooling AS pooling_b, x.rep_b,
+               da.name AS dataset, x.subset, x.params, x.extra, x.seconds, x.computed_at
+        FROM result x
+        JOIN rep ra ON ra.id = x.rep_a JOIN checkpoint ca ON ca.id = ra.checkpoint_id
+        JOIN model ma ON ma.id = ca.model_id
+        JOIN rep rb ON rb.id = x.rep_b JOIN checkpoint cb ON cb.id = rb.checkpoint_id
+        JOIN model mb ON mb.id = cb.model_id
+        JOIN dataset da ON da.id = ra.dataset_id""",
+}
+
+
+VIEWS_BY_REVISION: dict[str, dict[str, str]] = {"0001": VIEWS_0001}
+
+# Dependency order: views that read other views come last (none do yet).
+def create_views(bind: sa.engine.Connection, revision: str) -> None:
+    """Create (or replace) every view of ``revision``."""
+    for name, body in VIEWS_BY_REVISION[revision].items():
+        bind.exec_driver_sql(f"DROP VIEW IF EXISTS {name}")
+        bind.exec_driver_sql(f"CREATE VIEW {name} AS {body}")
+
+
+def drop_views(bind: sa.engine.Connection, revision: str) -> None:
+    """Drop every view of ``revision``."""
+    for name in reversed(list(VIEWS_BY_REVISION[revision])):
+        bind.exec_driver_sql(f"DROP VIEW IF EXISTS {name}")
