@@ -34,6 +34,16 @@ class Database(Store):
         migrate.upgrade(self.catalog.engine)
         return migrate.head_revision()
 
+    def sql(self, query: str, *, max_rows: int | None = 1_000_000, timeout: float | None = None) -> Any:
+        """Run one read-only SELECT over the catalog views; returns a pyarrow Table.
+
+        Views: models, checkpoints, datasets, examples, tokens, reps, results,
+        dissimilarities. No writes, no file or network access.
+        """
+        from actdb.query.sql import run_sql
+
+        return run_sql(self, query, max_rows=max_rows, timeout=timeout)
+
     def ingest(self, model: Any, dataset: Any, **kwargs: Any) -> Any:
         """Run a transformers model over a dataset; see :func:`actdb.ingest.run`."""
         from actdb.ingest import run

@@ -1,0 +1,3 @@
+from actdb.cli import main
+
+main()

@@ -1,0 +1,58 @@
+"""The ``actdb`` command line: thin commands over the library.
+
+Every command takes the store path first, opens the database, calls one public method
+and formats the result. Errors become one line on stderr: exit 2 for usage errors
+(bad options, malformed filters), exit 1 for data errors (missing rep, corrupt store).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import typer
+
+from actdb.cli._common import app
+from actdb.errors import ActdbError, InvalidInput
+
+# Command modules register themselves on ``app`` when imported.
+from actdb.cli import store_cmds as _store_cmds  # noqa: F401,E402
+
+
+def _load_optional_commands() -> None:
+    """Command groups whose modules may pull heavy imports register lazily here."""
+    import importlib
+
+    for name in ("ingest_cmd", "query_cmds", "serve_cmd", "demo_cmd"):
+        try:
+            importlib.import_module(f"actdb.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"actdb.cli.{name}":
+                raise
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``actdb`` script and ``python -m actdb``."""
+    _load_optional_commands()
+    try:
+        app(args=argv, prog_name="actdb", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        print("actdb: aborted", file=sys.stderr)
+        sys.exit(1)
+    except click.UsageError as exc:
+        exc.show()
+        sys.exit(2)
+    except InvalidInput as exc:
+        print(f"actdb: error: {exc}", file=sys.stderr)
+        sys.exit(2 if getattr(exc, "usage", False) else 1)
+    except ActdbError as exc:
+        print(f"actdb: error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("actdb: interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+__all__ = ["app", "main", "typer"]

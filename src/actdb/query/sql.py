@@ -1,0 +1,159 @@
+"""Read-only SQL over the catalog views.
+
+``run_sql`` accepts one SELECT (or WITH ... SELECT) statement and runs it on a
+connection that cannot write or touch files: a DuckDB connection opened read-only with
+``enable_external_access = false`` and the configuration locked, or a PostgreSQL
+transaction ``READ ONLY`` with a statement timeout. Statements are checked with sqlglot
+first, so a hostile query is refused with a clear message before it reaches the engine.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import sqlglot
+import sqlglot.expressions as exp
+
+from actdb.errors import InvalidInput, UnsafeQuery
+
+if TYPE_CHECKING:
+    from actdb.store.store import Store
+
+DEFAULT_MAX_ROWS = 1_000_000
+_FORBIDDEN_FUNCS = {
+    "read_csv", "read_csv_auto", "read_parquet", "read_json", "read_json_auto", "read_text", "read_blob",
+    "parquet_scan", "glob", "sniff_csv", "read_ndjson", "read_ndjson_auto", "pg_read_file",
+    "pg_read_binary_file", "pg_ls_dir", "lo_import", "lo_export", "query", "query_table", "getenv",
+    "current_setting", "set_config", "pg_sleep", "dblink", "system", "duckdb_secrets", "load", "install",
+}
+_ALLOWED_ROOTS = (exp.Select, exp.Union, exp.Intersect, exp.Except, exp.With, exp.Subquery)
+
+
+def check_select(query: str, *, dialect: str = "duckdb") -> exp.Expression:
+    """Parse ``query`` and refuse anything but a single read-only SELECT."""
+    if not isinstance(query, str) or not query.strip():
+        raise UnsafeQuery("empty SQL; give one SELECT statement")
+    try:
+        statements = [s for s in sqlglot.parse(query, read=dialect) if s is not None]
+    except sqlglot.errors.ParseError as exc:
+        raise InvalidInput(f"SQL does not parse: {str(exc).splitlines()[0]}") from None
+    if len(statements) != 1:
+        raise UnsafeQuery(f"{len(statements)} statements given; actdb SQL runs exactly one SELECT")
+    tree = statements[0]
+    if not isinstance(tree, _ALLOWED_ROOTS):
+        raise UnsafeQuery(f"only SELECT queries are allowed, not {tree.key.upper()}; the catalog is read-only here")
+    for node in tree.walk():
+        if isinstance(node, (exp.Insert, exp.Update, exp.Delete, exp.Create, exp.Drop, exp.Alter, exp.Command,
+                             exp.Copy, exp.Pragma, exp.Set, exp.Use, exp.Attach, exp.Detach, exp.Into)):
+            raise UnsafeQuery(f"{node.key.upper()} is not allowed in a read-only query")
+        if isinstance(node, (exp.Anonymous, exp.Func)):
+            name = (node.name if isinstance(node, exp.Anonymous) else node.sql_name()).lower()
+            if name in _FORBIDDEN_FUNCS:
+                raise UnsafeQuery(f"function {name}() is not allowed: queries cannot read files or settings")
+        if isinstance(node, exp.Table) and (node.args.get("catalog") or _looks_like_file(node.name)):
+            raise UnsafeQuery(f"table {node.sql()!r} is not allowed: query the catalog views "
+                              "(models, checkpoints, datasets, examples, tokens, reps, results, dissimilarities)")
+    return tree
+
+
+def _looks_like_file(name: str) -> bool:
+    return any(c in name for c in "/\\") or name.lower().endswith((".csv", ".parquet", ".json", ".duckdb", ".db"))
+
+
+def run_sql(store: Store, query: str, *, max_rows: int | None = DEFAULT_MAX_ROWS,
+            timeout: float | None = None, functions: dict[str, Any] | None = None) -> pa.Table:
+    """Run one read-only SELECT over the catalog; return an Arrow table.
+
+    More than ``max_rows`` rows is an error (not a silent cut); a query running longer
+    than ``timeout`` seconds is interrupted.
+    """
+    dialect = "postgres" if store.catalog.dialect == "postgresql" else "duckdb"
+    check_select(query, dialect=dialect)
+    if store.catalog.dialect == "duckdb":
+        return _duckdb(store, query, max_rows, timeout, functions or {})
+    return _postgres(store, query, max_rows, timeout)
+
+
+def _limit(table: pa.Table, max_rows: int | None) -> pa.Table:
+    if max_rows is not None and table.num_rows > max_rows:
+        raise InvalidInput(f"query returned more than {max_rows} rows; add a LIMIT or a WHERE clause")
+    return table
+
+
+def _duckdb(store: Store, query: str, max_rows: int | None, timeout: float | None,
+            functions: dict[str, Any]) -> pa.Table:
+    import duckdb
+
+    path = str(store.path / "catalog.duckdb")
+    con = _connect_duckdb(store, path)
+    timer = None
+    try:
+        for name, (fn, params, ret) in functions.items():
+            con.create_function(name, fn, params, ret, type="arrow")
+        con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
+        if timeout:
+            timer = threading.Timer(timeout, con.interrupt)
+            timer.start()
+        try:
+            reader = con.sql(query).to_arrow_reader(min(max_rows or 100_000, 100_000) + 1)
+            batches, rows = [], 0
+            for batch in reader:
+                batches.append(batch)
+                rows += batch.num_rows
+                if max_rows is not None and rows > max_rows:
+                    break
+            table = pa.Table.from_batches(batches, schema=reader.schema)
+        except duckdb.InterruptException:
+            raise InvalidInput(f"query ran longer than the {timeout:g} s time limit and was stopped") from None
+        except duckdb.Error as exc:
+            raise InvalidInput(f"SQL error: {str(exc).splitlines()[0]}") from None
+        return _limit(table, max_rows)
+    finally:
+        if timer is not None:
+            timer.cancel()
+        con.close()
+
+
+def _connect_duckdb(store: Store, path: str) -> Any:
+    import time
+
+    import duckdb
+
+    from actdb.store.catalog import busy_error, is_lock_error
+
+    deadline = time.monotonic() + store.catalog.busy_timeout
+    delay = 0.01
+    while True:
+        try:
+            return duckdb.connect(path, read_only=True)
+        except duckdb.Error as exc:
+            if not is_lock_error(exc) or time.monotonic() > deadline:
+                if is_lock_error(exc):
+                    raise busy_error(exc, str(store.path)) from None
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+
+def _postgres(store: Store, query: str, max_rows: int | None, timeout: float | None) -> pa.Table:
+    import sqlalchemy as sa
+
+    with store.catalog.engine.connect() as conn:
+        with conn.begin():
+            conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+            if timeout:
+                conn.exec_driver_sql(f"SET LOCAL statement_timeout = {int(timeout * 1000)}")
+            try:
+                result = conn.exec_driver_sql(query)
+                cols = list(result.keys())
+                rows = result.fetchmany((max_rows or 10**9) + 1)
+            except sa.exc.DBAPIError as exc:
+                msg = str(exc.orig).splitlines()[0]
+                if "statement timeout" in msg:
+                    raise InvalidInput(f"query ran longer than the {timeout:g} s time limit and was stopped") from None
+                raise InvalidInput(f"SQL error: {msg}") from None
+    data = {c: [r[i] for r in rows] for i, c in enumerate(cols)}
+    return _limit(pa.table(data) if cols else pa.table({}), max_rows)
