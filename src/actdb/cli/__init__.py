@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sys
 
-import click
 import typer
 
 from actdb.cli._common import app
@@ -35,15 +34,8 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``actdb`` script and ``python -m actdb``."""
     _load_optional_commands()
     try:
-        app(args=argv, prog_name="actdb", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        print("actdb: aborted", file=sys.stderr)
-        sys.exit(1)
-    except click.UsageError as exc:
-        exc.show()
-        sys.exit(2)
+        # standalone mode: click reports usage errors itself (exit 2); ours arrive here
+        app(args=argv, prog_name="actdb")
     except InvalidInput as exc:
         print(f"actdb: error: {exc}", file=sys.stderr)
         sys.exit(2 if getattr(exc, "usage", False) else 1)

@@ -4,7 +4,7 @@ DuckDB lets one process open a file read-write, and while it does no other proce
 open it at all. So actdb never holds a DuckDB catalog open between operations: every
 transaction opens the file, works, and closes it (``NullPool``); a process that finds
 the file locked retries with backoff and then raises :class:`StoreBusy` naming the
-writer's pid. PostgreSQL catalogs use a normal connection pool.
+writer's pid. PostgreSQL catalogs work the same way, without the lock.
 """
 
 from __future__ import annotations
@@ -33,7 +33,9 @@ def make_engine(url: str, *, read_only: bool) -> sa.Engine:
         if read_only:
             config["read_only"] = True
         return sa.create_engine(url, poolclass=NullPool, connect_args=config)
-    engine = sa.create_engine(url, pool_pre_ping=True)
+    # No pool: connections live for one transaction (or one session), so a dropped
+    # Database never leaves sockets open behind it.
+    engine = sa.create_engine(url, poolclass=NullPool)
     if read_only:
         @sa.event.listens_for(engine, "begin")
         def _read_only(conn: sa.Connection) -> None:

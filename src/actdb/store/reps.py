@@ -244,21 +244,22 @@ class RepsMixin:
         codec = codec or A.DEFAULT_CODEC
         A._codec(codec)
         ds = self.dataset(dataset)
-        tok_id = None
+        tok_id, token_rows, table = None, None, None
         if tokens is not None:
             if tokenizer is None:
                 raise InvalidInput("pass tokenizer='<name>' with tokens= so the token table can be shared")
-            tok_id = self.add_tokenization(dataset, tokenizer, tokens, max_length=max_length).id
+            table = parse_token_table(tokens, n_examples=ds.n_examples)
+            token_rows = table.num_rows
         elif tokenizer is not None:
-            tok_id = self.tokenization(dataset, tokenizer, max_length if max_length else None).id
+            found = self.tokenization(dataset, tokenizer, max_length if max_length else None)
+            tok_id, token_rows = found.id, found.n_rows
         if pooling == "token":
-            if tok_id is None:
+            if token_rows is None:
                 raise InvalidInput(
                     f"a token-level rep of site {site!r} needs its token table: pass tokens= and tokenizer=, "
                     "or tokenizer= of a table already stored for this dataset, or use an example-level "
                     "pooling ('mean', 'first', 'last') with one row per example")
-            with self.catalog.connect() as conn:
-                expected = conn.execute(sa.select(S.tokenization.c.n_rows).where(S.tokenization.c.id == tok_id)).scalar_one()
+            expected = token_rows
         else:
             expected = ds.n_examples
         if n_rows is not None and n_rows != expected:
@@ -270,6 +271,8 @@ class RepsMixin:
             check_range(_check, dtype, site)
         if dim < 1:
             raise InvalidInput(f"rep of site {site!r} must have at least one column")
+        if table is not None:  # validated: now the token table may be stored
+            tok_id = self.add_tokenization(dataset, str(tokenizer), table, max_length=max_length).id
         ckpt = self.add_checkpoint(model, checkpoint)
         key = [S.rep.c.checkpoint_id == ckpt.id, S.rep.c.dataset_id == ds.id, S.rep.c.site == site,
                S.rep.c.pooling == pooling,

@@ -33,6 +33,11 @@ def parse_token_table(tokens: Any, *, n_examples: int) -> pa.Table:
     else:
         raise InvalidInput(f"tokens must be a pyarrow Table, pandas DataFrame or dict of columns, "
                            f"not {type(tokens).__name__}")
+    if "row" in table.column_names:  # an already-parsed table: rows must be 0..n-1 in order
+        rows = np.asarray(table.column("row"))
+        if not np.array_equal(rows, np.arange(len(rows))):
+            raise InvalidInput("token table column 'row' must be 0, 1, 2, ... in order")
+        table = table.drop_columns(["row"])
     missing = [c for c in REQUIRED if c not in table.column_names]
     if missing:
         raise InvalidInput(f"token table lacks column(s) {missing}; required: {list(REQUIRED)}")

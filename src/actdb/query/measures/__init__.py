@@ -67,12 +67,13 @@ def debiased_cka(
 
 
 def rbf_cka(
-    X: Any, Y: Any, *, sigma: float = 0.8, median: str = "all", debiased: bool = False,
+    X: Any, Y: Any, *, sigma: float = 0.8, median: str = "offdiag", debiased: bool = False,
     sample: int | None = DEFAULT_SAMPLE, seed: int = 0,
 ) -> float:
     """RBF-kernel CKA (Kornblith et al. 2019): ``K_ij = exp(−‖x_i−x_j‖²/(2σ²·med))`` with ``σ``
-    a fraction (default 0.8) of the median pairwise distance (``median="all"``: over all m²
-    entries incl. the zero diagonal, Kornblith's reference code; ``"offdiag"``: distinct pairs)."""
+    a fraction (default 0.8) of the median pairwise distance ``med`` (``median="offdiag"``:
+    over distinct pairs, default; ``"all"``: all m² entries incl. the zero diagonal, as
+    Kornblith et al.'s reference code)."""
     return _call("rbf_cka", X, Y, False, sigma=sigma, median=median, debiased=debiased,
                  sample=sample, seed=seed)
 
@@ -93,7 +94,8 @@ def svcca(X: Any, Y: Any, *, keep: float = 0.99, stderr: bool = False, shards: i
 def pwcca(X: Any, Y: Any, *, weights: str = "x", stderr: bool = False, shards: int = DEFAULT_SHARDS,
           precision: Precision = "float64") -> Any:
     """PWCCA (Morcos et al. 2018): canonical correlations weighted by how much of X's centred
-    neurons each canonical variate accounts for (``weights="x"``; or ``"y"``, ``"smaller"``)."""
+    neurons each canonical variate accounts for (``weights="x"``; or ``"y"``, ``"smaller"``,
+    ``"mean"`` = average of both directions, symmetric, as repsim)."""
     return _call("pwcca", X, Y, stderr, weights=weights, shards=shards, precision=precision)
 
 
@@ -140,7 +142,7 @@ _SPECS = [
                 _m.debiased_cka_from_moments, True,
                 description="Linear CKA with the unbiased HSIC estimator"),
     MeasureSpec("rbf_cka", rbf_cka, "similarity", (0.0, 1.0), "gram",
-                {"sigma": 0.8, "median": "all", "debiased": False, **_SAMPLING},
+                {"sigma": 0.8, "median": "offdiag", "debiased": False, **_SAMPLING},
                 "Kornblith et al. 2019 (ICML)", None, True, _g.rbf_cka_rows,
                 description="CKA with RBF kernels, bandwidth a fraction of the median distance"),
     MeasureSpec("mean_cca", mean_cca, "similarity", (0.0, 1.0), "moments", {},

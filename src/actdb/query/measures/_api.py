@@ -111,8 +111,12 @@ def evaluate(
     contiguous row shards (moments route only).
     """
     spec = get_measure(measure)
+    if spec.route == "model":
+        raise InvalidInput(f"measure {spec.name!r} needs the models themselves (route 'model'), not arrays")
     x, y = _rows_pair(X, Y)
     n = x.shape[0]
+    if n < 2:
+        raise MeasureError(f"{spec.name} needs at least 2 rows, got n={n}")
     sample_size = params.pop("sample", DEFAULT_SAMPLE) if spec.route == "moments" else None
     seed = params.pop("seed", 0) if spec.route == "moments" else None
     p = spec.resolve_params(params)
@@ -121,8 +125,6 @@ def evaluate(
         chosen = choose_route(n, [x.shape[1], y.shape[1]], 1) if spec.route == "moments" else spec.route
     if chosen not in ("moments", "gram"):
         raise InvalidInput(f"route must be 'auto', 'moments' or 'gram', got {route!r}")
-    if spec.route == "model":
-        raise InvalidInput(f"measure {spec.name!r} needs the models themselves (route 'model'), not arrays")
     if chosen == "gram" and spec.route == "moments":
         if spec.name not in ("linear_cka", "debiased_cka"):
             raise InvalidInput(f"measure {spec.name!r} has no Gram route; use route='moments'")

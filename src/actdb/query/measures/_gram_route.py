@@ -96,30 +96,35 @@ def squared_distances(x: np.ndarray) -> np.ndarray:
     return d
 
 
-def rbf_gram(x: np.ndarray, sigma: float = 0.8, median: str = "all") -> np.ndarray:
-    """``K_ij = exp(−D_ij / (2σ²·med D))``: RBF kernel whose bandwidth is ``sigma`` times the
-    median pairwise distance. ``median="all"`` (default) takes the median over all ``m²``
-    entries including the zero diagonal, as Kornblith et al.'s reference ``gram_rbf`` does;
-    ``median="offdiag"`` over the ``m(m−1)/2`` distinct pairs."""
+def rbf_gram(x: np.ndarray, sigma: float = 0.8, median: str = "offdiag") -> np.ndarray:
+    """``K_ij = exp(−‖x_i−x_j‖² / (2 (σ·m)²))`` with ``m`` the median pairwise distance, so the
+    bandwidth is the fraction ``sigma`` of it (Kornblith et al. 2019).
+
+    Convention: ``median="offdiag"`` (default) takes the median over the ``m(m−1)/2`` distinct
+    pairs (as repsim does); ``median="all"`` over all ``m²`` entries including the zero
+    diagonal, as Kornblith et al.'s reference ``gram_rbf`` does (identical to it when m is odd;
+    it takes the median of squared distances).
+    """
     if not sigma > 0:
         raise InvalidInput(f"rbf_cka sigma must be > 0, got {sigma}")
     d = squared_distances(x)
+    dist = np.sqrt(d)
     if median == "all":
-        med = float(np.median(d))
+        med = float(np.median(dist))
     elif median == "offdiag":
-        med = float(np.median(d[np.triu_indices_from(d, k=1)]))
+        med = float(np.median(dist[np.triu_indices_from(dist, k=1)]))
     else:
-        raise InvalidInput(f"rbf_cka median must be 'all' or 'offdiag', got {median!r}")
+        raise InvalidInput(f"rbf_cka median must be 'offdiag' or 'all', got {median!r}")
     if not med > 0:
         raise MeasureError(
             "rbf_cka is undefined: the median pairwise distance is 0 (most sampled rows are "
             "identical), so the RBF bandwidth would be 0"
         )
-    return np.exp(-d / (2.0 * sigma**2 * med))
+    return np.exp(-d / (2.0 * (sigma * med) ** 2))
 
 
 def rbf_cka_rows(
-    x: np.ndarray, y: np.ndarray, sigma: float = 0.8, median: str = "all", debiased: bool = False
+    x: np.ndarray, y: np.ndarray, sigma: float = 0.8, median: str = "offdiag", debiased: bool = False
 ) -> float:
     """CKA with RBF kernels (Kornblith et al. 2019, §4)."""
     return cka_from_grams(rbf_gram(x, sigma, median), rbf_gram(y, sigma, median), debiased)

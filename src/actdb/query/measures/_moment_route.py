@@ -125,10 +125,13 @@ def pwcca_from_moments(pm: PairMoments, weights: str = "x") -> float:
 
     Convention: ``weights="x"`` (default) weights by the first argument's neurons, so PWCCA
     is not symmetric; ``"y"`` weights by Y's; ``"smaller"`` uses the side with fewer neurons,
-    as Morcos et al.'s reference code does.
+    as Morcos et al.'s reference code does; ``"mean"`` averages the two directions (symmetric,
+    as repsim does).
     """
-    if weights not in ("x", "y", "smaller"):
-        raise InvalidInput(f"pwcca weights must be 'x', 'y' or 'smaller', got {weights!r}")
+    if weights not in ("x", "y", "smaller", "mean"):
+        raise InvalidInput(f"pwcca weights must be 'x', 'y', 'smaller' or 'mean', got {weights!r}")
+    if weights == "mean":
+        return 0.5 * (pwcca_from_moments(pm, "x") + pwcca_from_moments(pm, "y"))
     rho, wx, u, wy, vt = _cca(pm, None, "pwcca")
     side = weights
     if side == "smaller":

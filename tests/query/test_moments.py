@@ -1,0 +1,153 @@
+"""The streaming accumulator: exactness against direct float64 formulas, merging,
+serialisation, chunking, precision and input errors."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from actdb.errors import InvalidInput, NonFinite
+from actdb.query.measures import _moment_route as mr
+from actdb.query.moments import Moments, as_matrix, shard_moments
+
+from measures_data import activations, related_pair
+
+
+def direct_pair(x: np.ndarray, y: np.ndarray) -> dict[str, object]:
+    xc, yc = x - x.mean(0), y - y.mean(0)
+    k, l = (xc**2).sum(1), (yc**2).sum(1)
+    return {"sxx": xc.T @ xc, "syy": yc.T @ yc, "sxy": xc.T @ yc,
+            "kk": (k * k).sum(), "ll": (l * l).sum(), "kl": (k * l).sum()}
+
+
+def assert_pair_matches(m: Moments, i: int, j: int, x: np.ndarray, y: np.ndarray, rtol: float = 1e-12) -> None:
+    pm, ref = m.pair(i, j), direct_pair(x, y)
+    assert pm.n == x.shape[0]
+    np.testing.assert_allclose(pm.mean_x, x.mean(0), rtol=rtol, atol=1e-12)
+    np.testing.assert_allclose(pm.mean_y, y.mean(0), rtol=rtol, atol=1e-12)
+    for key in ("sxx", "syy", "sxy"):
+        scale = np.abs(ref[key]).max()
+        np.testing.assert_allclose(getattr(pm, key), ref[key], rtol=0, atol=rtol * scale)
+    assert pm.sum_kk == pytest.approx(ref["kk"], rel=rtol)
+    assert pm.sum_ll == pytest.approx(ref["ll"], rel=rtol)
+    assert pm.sum_kl == pytest.approx(ref["kl"], rel=rtol)
+
+
+def test_every_pair_of_three_reps_matches_direct_formulas() -> None:
+    reps = [activations(400, d, s) for d, s in ((7, 1), (12, 2), (3, 3))]
+    m = Moments.from_chunks(
+        ([r[a:a + 61] for r in reps] for a in range(0, 400, 61)), [7, 12, 3]
+    )
+    for i in range(3):
+        for j in range(3):
+            assert_pair_matches(m, i, j, reps[i], reps[j])
+
+
+def test_merge_of_differently_centred_parts_is_exact() -> None:
+    x, y = related_pair(300, 6, 9, seed=4)
+    a = Moments.empty([6, 9]).update([x[:50], y[:50]])
+    b = Moments.empty([6, 9]).update([x[50:] + 0.0, y[50:]])
+    assert not np.allclose(a.center, b.center)  # the shifts really differ
+    assert_pair_matches(a + b, 0, 1, x, y)
+    assert_pair_matches(b + a, 0, 1, x, y)
+    assert_pair_matches(sum([a, b]), 0, 1, x, y)  # type: ignore[arg-type]
+    assert_pair_matches((a + b) - a, 0, 1, x[50:], y[50:], rtol=1e-10)
+
+
+def test_merge_with_empty_and_subtract_too_much() -> None:
+    x, y = related_pair(50, 4, 4, seed=5)
+    a = Moments.empty([4, 4]).update([x, y])
+    assert_pair_matches(a + Moments.empty([4, 4]), 0, 1, x, y)
+    assert_pair_matches(Moments.empty([4, 4]) + a, 0, 1, x, y)
+    with pytest.raises(InvalidInput, match="cannot subtract 50 rows"):
+        Moments.empty([4, 4]).update([x[:10], y[:10]]) - a
+    with pytest.raises(InvalidInput, match="cannot combine"):
+        a + Moments.empty([4, 5])
+
+
+def test_serialisation_round_trips_through_bytes_and_npz(tmp_path) -> None:
+    x, y = related_pair(120, 5, 3, seed=6)
+    m = Moments.empty([5, 3]).update([x, y])
+    back = Moments.from_bytes(m.to_bytes())
+    np.savez(tmp_path / "m.npz", **m.to_arrays())
+    with np.load(tmp_path / "m.npz") as z:
+        again = Moments.from_arrays(z)
+    for other in (back, again):
+        assert other.dims == m.dims and other.n == m.n
+        assert other.pair(0, 1).sum_kl == m.pair(0, 1).sum_kl
+        np.testing.assert_array_equal(other.pair(0, 1).sxy, m.pair(0, 1).sxy)
+    arrays = m.to_arrays()
+    arrays["format_version"] = np.array(99)
+    with pytest.raises(InvalidInput, match="format version 99"):
+        Moments.from_arrays(arrays)
+    with pytest.raises(InvalidInput, match="missing"):
+        Moments.from_arrays({"format_version": np.array(1)})
+    assert isinstance(io.BytesIO(m.to_bytes()).read(2), bytes)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    cuts=st.lists(st.integers(1, 119), max_size=8, unique=True),
+    budget_rows=st.integers(1, 130),
+    seed=st.integers(0, 1000),
+)
+def test_any_chunking_equals_in_memory(cuts: list[int], budget_rows: int, seed: int) -> None:
+    x, y = related_pair(120, 6, 4, seed)
+    edges = [0, *sorted(cuts), 120]
+    streamed = Moments.from_chunks(
+        ([x[a:b], y[a:b]] for a, b in zip(edges[:-1], edges[1:], strict=True)), [6, 4],
+        budget_bytes=budget_rows * 8 * 10,
+    )
+    whole = Moments.empty([6, 4]).update([x, y])
+    for f in (mr.linear_cka_from_moments, mr.debiased_cka_from_moments,
+              mr.procrustes_from_moments, mr.mean_cca_from_moments, mr.gulp_from_moments):
+        assert abs(f(streamed.pair(0, 1)) - f(whole.pair(0, 1))) < 1e-10
+
+
+def test_mixed_precision_stays_within_1e8_on_activation_like_data() -> None:
+    x, y = related_pair(6000, 96, 128, seed=7)
+    x32, y32 = x.astype(np.float32), y.astype(np.float32)
+    exact = Moments.empty([96, 128]).update([x32, y32]).pair(0, 1)
+    mixed = Moments.empty([96, 128], precision="mixed").update([x32, y32]).pair(0, 1)
+    for f in (mr.linear_cka_from_moments, mr.debiased_cka_from_moments):
+        assert abs(f(mixed) - f(exact)) < 1e-8
+    # nuclear-norm measures amplify float32 product error: documented as ~1e-7
+    assert abs(mr.procrustes_from_moments(mixed) - mr.procrustes_from_moments(exact)) < 1e-6
+    # and it really used float32 products (otherwise this test proves nothing)
+    assert not np.array_equal(mixed.sxy, exact.sxy)
+
+
+def test_update_errors_name_the_problem() -> None:
+    m = Moments.empty([3, 2])
+    with pytest.raises(InvalidInput, match="needs 2 arrays"):
+        m.update([np.zeros((4, 3))])
+    with pytest.raises(InvalidInput, match="rep 1 chunk has 3 columns, expected 2"):
+        m.update([np.zeros((4, 3)), np.zeros((4, 3))])
+    with pytest.raises(InvalidInput, match="share rows"):
+        m.update([np.zeros((4, 3)), np.zeros((5, 2))])
+    bad = np.ones((6, 2))
+    bad[4, 1] = np.nan
+    with pytest.raises(NonFinite, match="row 4"):
+        m.update([np.ones((6, 3)), bad])
+    with pytest.raises(InvalidInput, match="precision"):
+        Moments.empty([2], precision="float16")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput, match="positive widths"):
+        Moments.empty([])
+    with pytest.raises(InvalidInput, match="2-D"):
+        as_matrix(np.zeros((2, 2, 2)))
+    with pytest.raises(InvalidInput, match="numeric"):
+        as_matrix(np.array([["a"]]))
+
+
+def test_shards_sum_to_the_whole() -> None:
+    x, y = related_pair(103, 4, 5, seed=8)
+    parts = shard_moments([x, y], 7)
+    sizes = [p.n for p in parts]
+    assert sum(sizes) == 103 and max(sizes) - min(sizes) <= 1 and len(sizes) == 7
+    assert_pair_matches(sum(parts[1:], parts[0]), 0, 1, x, y)
+    with pytest.raises(InvalidInput, match="n_shards"):
+        shard_moments([x, y], 1)
