@@ -138,7 +138,7 @@ def layer_matrix_case(n: int, d: int, layers: int) -> None:
     for prec in ("float64", "mixed"):
         t, v = timed(lambda: ours(prec))
         record(case, f"actdb ({prec})", t, float(v.sum()), float(ref.sum()),
-               f"max |err| {np.abs(v - ref).max():.1e}")
+               f"max abs err {np.abs(v - ref).max():.1e}")
     try:
         import cka_pytorch  # noqa: F401
     except ImportError:
@@ -147,7 +147,7 @@ def layer_matrix_case(n: int, d: int, layers: int) -> None:
         t0, v0 = timed(lambda: cka_pytorch_minibatch(reps[0], reps[1]))
         pairs = layers * (layers + 1) // 2
         record(case, "cka-pytorch (minibatch 256)", t0 * pairs, None, None,
-               f"estimate: {pairs} pairs × {t0:.2f} s/pair, |err| one pair {abs(v0 - ref[0, 1]):.1e}")
+               f"estimate: {pairs} pairs × {t0:.2f} s/pair, abs err one pair {abs(v0 - ref[0, 1]):.1e}")
 
 
 def streamed_memory_case(n: int, d: int, chunk: int) -> None:

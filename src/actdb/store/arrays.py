@@ -173,7 +173,8 @@ class RepArray:
     """A lazy, read-only handle on one stored rep: nothing is read until indexed.
 
     ``handle[a:b]`` reads only the chunks covering rows a..b and returns them decoded
-    as float32 ``(b - a, dim)``; :meth:`iter_blocks` streams the whole rep in
+    ``(b - a, dim)`` in the stored precision (float16 stays float16, no copy; bfloat16
+    is widened to float32); :meth:`iter_blocks` streams the whole rep in
     shard-sized blocks. ``reads`` counts decoded row blocks (tests use it to prove
     laziness).
     """
@@ -196,6 +197,11 @@ class RepArray:
 
     def __len__(self) -> int:
         return self.shape[0]
+
+    @property
+    def value_dtype(self) -> np.dtype:
+        """The NumPy dtype reads return (``float16`` or ``float32``)."""
+        return np.dtype(np.float16) if self.dtype == "float16" else np.dtype(np.float32)
 
     @property
     def nbytes(self) -> int:
@@ -226,12 +232,12 @@ class RepArray:
         if not isinstance(key, slice) or key.step not in (None, 1):
             raise InvalidInput("a rep is indexed by a row slice (rep[a:b]) or a row number")
         start, stop, _ = key.indices(self.shape[0])
-        return from_storage(self.read_stored(start, stop), self.dtype).astype(np.float32, copy=False)
+        return from_storage(self.read_stored(start, stop), self.dtype)
 
     def rows(self, index: np.ndarray) -> np.ndarray:
         """Rows at sorted or unsorted integer positions (reads only the chunks touched)."""
         index = np.asarray(index, dtype=np.int64)
-        out = np.empty((len(index), self.shape[1]), dtype=np.float32)
+        out = np.empty((len(index), self.shape[1]), dtype=self.value_dtype)
         order = np.argsort(index, kind="stable")
         sorted_idx = index[order]
         chunk_of = sorted_idx // self.chunk_rows
@@ -242,7 +248,7 @@ class RepArray:
         return out
 
     def iter_blocks(self, block_rows: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
-        """Yield ``(start_row, rows)`` blocks in order; rows are float32 ``(k, dim)``."""
+        """Yield ``(start_row, rows)`` blocks in order, rows ``(k, dim)`` as :attr:`value_dtype`."""
         step = block_rows or self.shard_rows
         for start in range(0, self.shape[0], step):
             yield start, self[start: start + step]

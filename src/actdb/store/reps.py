@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -59,6 +60,7 @@ class RepWriter:
         self._buffered = 0
         self.allow_nonfinite = allow_nonfinite
         self.replaces = replaces
+        self.info: RepInfo | None = None
 
     @property
     def done(self) -> bool:
@@ -91,8 +93,9 @@ class RepWriter:
         self.rows_written += take
         self._buffer = [rest] if len(rest) else []
         self._buffered = len(rest)
-        with self.store.catalog.connect(write=True) as conn:
-            conn.execute(S.rep.update().where(S.rep.c.id == self.rep_id).values(rows_written=self.rows_written))
+        if self.rows_written < self.n_rows:  # the last shard is recorded by finish()
+            with self.store.catalog.connect(write=True) as conn:
+                conn.execute(S.rep.update().where(S.rep.c.id == self.rep_id).values(rows_written=self.rows_written))
 
     def finish(self) -> RepInfo:
         """Commit: the rep becomes complete (and replaces the rep it overwrites, atomically)."""
@@ -100,7 +103,7 @@ class RepWriter:
             self._flush()
         if self.rows_written != self.n_rows:
             raise InvalidInput(f"rep {self.rep_id} (site {self.site!r}) got {self.rows_written} of {self.n_rows} rows")
-        values = dict(status="complete", checksum=self._stats.checksum, completed_at=_now(),
+        values = dict(status="complete", checksum=self._stats.checksum, completed_at=_now(), rows_written=self.rows_written,
                       n_nonfinite=self._stats.nonfinite, nbytes=self.n_rows * self.dim * (4 if self.dtype == "float32" else 2),
                       **self._stats.summary())
         old_path = None
@@ -111,7 +114,22 @@ class RepWriter:
             conn.execute(S.rep.update().where(S.rep.c.id == self.rep_id).values(**values))
         if old_path is not None:
             A.delete_array(self.store._root, old_path)
-        return self.store.rep(self.rep_id)
+        if self.info is None:
+            self.info = self.store.rep(self.rep_id)
+        else:
+            self.info = dataclasses.replace(self.info, status="complete", checksum=self._stats.checksum)
+        return self.info
+
+    def abort(self) -> None:
+        """Discard this unfinished write: its ``writing`` catalog row and its array are removed
+        (for errors a resume would only repeat, such as a dtype overflow)."""
+        self._buffer, self._buffered = [], 0
+        with self.store.catalog.connect(write=True) as conn:
+            path = conn.execute(sa.select(S.rep.c.path).where(S.rep.c.id == self.rep_id,
+                                                              S.rep.c.status == "writing")).scalar()
+            conn.execute(S.rep.delete().where(S.rep.c.id == self.rep_id, S.rep.c.status == "writing"))
+        if path is not None:
+            A.delete_array(self.store._root, path)
 
     def __enter__(self) -> RepWriter:
         return self
@@ -229,7 +247,8 @@ class RepsMixin:
                                  overwrite=overwrite, codec=codec, resume=False, _check=values)
         with writer:
             writer.append(values)
-        return self.rep(writer.rep_id)
+        assert writer.info is not None
+        return writer.info
 
     def rep_writer(self: Store, model: str, checkpoint: str, dataset: str, site: str, *, n_rows: int | None,
                    dim: int, tokens: Any = None, tokenizer: str | None = None, pooling: str = "token",
@@ -273,8 +292,10 @@ class RepsMixin:
             raise InvalidInput(f"rep of site {site!r} must have at least one column")
         if table is not None:  # validated: now the token table may be stored
             tok_id = self.add_tokenization(dataset, str(tokenizer), table, max_length=max_length).id
-        ckpt = self.add_checkpoint(model, checkpoint)
-        key = [S.rep.c.checkpoint_id == ckpt.id, S.rep.c.dataset_id == ds.id, S.rep.c.site == site,
+        model = parse_name(model, "model", allow_slash=True)
+        checkpoint = parse_name(checkpoint, "checkpoint")
+        ckpt_id, step = self._checkpoint_id(model, checkpoint)
+        key = [S.rep.c.checkpoint_id == ckpt_id, S.rep.c.dataset_id == ds.id, S.rep.c.site == site,
                S.rep.c.pooling == pooling,
                S.rep.c.tokenization_id.is_(None) if tok_id is None else S.rep.c.tokenization_id == tok_id]
         layer = layer if layer is not None else layer_of_site(site)
@@ -297,7 +318,7 @@ class RepsMixin:
             rep_id = conn.execute(sa.select(sa.Sequence("rep_id_seq").next_value())).scalar_one()
             path = A.rep_path(rep_id)
             conn.execute(S.rep.insert().values(
-                id=rep_id, checkpoint_id=ckpt.id, dataset_id=ds.id, tokenization_id=tok_id, site=site, layer=layer,
+                id=rep_id, checkpoint_id=ckpt_id, dataset_id=ds.id, tokenization_id=tok_id, site=site, layer=layer,
                 pooling=pooling, n_rows=expected, dim=dim, dtype=dtype, status="writing", path=path,
                 chunk_rows=chunk_rows, shard_rows=shard_rows, codec=codec, rows_written=0, replaces=replaces,
                 ingest_run_id=ingest_run_id, created_at=_now()))
@@ -305,9 +326,13 @@ class RepsMixin:
             A.delete_array(self._root, w["path"])
         array = A.create_array(self._root, path, n_rows=expected, dim=dim, dtype=dtype, codec=codec,  # type: ignore[arg-type]
                                chunk_rows=chunk_rows, shard_rows=shard_rows)
-        return RepWriter(self, rep_id, n_rows=expected, dim=dim, dtype=dtype, site=site, chunk_rows=chunk_rows,
-                         shard_rows=shard_rows, array=array, start_row=0, stats=A.RowStats(dtype),
-                         allow_nonfinite=allow_nonfinite, replaces=replaces)
+        writer = RepWriter(self, rep_id, n_rows=expected, dim=dim, dtype=dtype, site=site, chunk_rows=chunk_rows,
+                           shard_rows=shard_rows, array=array, start_row=0, stats=A.RowStats(dtype),
+                           allow_nonfinite=allow_nonfinite, replaces=replaces)
+        writer.info = RepInfo(rep_id, model, checkpoint, step, ds.name, ds.content_hash, site, layer, pooling,
+                              expected, dim, dtype, "writing", path, chunk_rows, shard_rows, tok_id,
+                              tokenizer, None, _now())
+        return writer
 
     def _resume_writer(self: Store, row: Any, site: str, allow_nonfinite: bool) -> RepWriter:
         import zarr

@@ -59,6 +59,7 @@ class Store(RepsMixin):
                  read_only: bool = False, create: bool = True, busy_timeout: float = 10.0):
         self.path = Path(path).expanduser().resolve()
         self.read_only = read_only
+        self._dataset_cache: dict[str, DatasetInfo] = {}
         marker = self.path / MARKER
         if marker.is_file():
             info = json.loads(marker.read_text())
@@ -180,6 +181,19 @@ class Store(RepsMixin):
                     conn.execute(S.checkpoint.update().where(S.checkpoint.c.id == row["id"]).values(**fill))
         return self.checkpoint(model, name)
 
+    def _checkpoint_id(self, model: str, name: str) -> tuple[int, int | None]:
+        """(id, step) of checkpoint ``model/name``, creating both if new: one query when
+        they exist (the hot path of writing many reps)."""
+        q = (sa.select(S.checkpoint.c.id, S.checkpoint.c.step)
+             .join(S.model, S.model.c.id == S.checkpoint.c.model_id)
+             .where(S.model.c.name == model, S.checkpoint.c.name == name))
+        with self.catalog.connect() as conn:
+            row = conn.execute(q).first()
+        if row is None:
+            info = self.add_checkpoint(model, name)
+            return info.id, info.step
+        return row[0], row[1]
+
     def checkpoint(self, model: str, name: str) -> CheckpointInfo:
         found = [c for c in self.checkpoints(model) if c.name == name]
         if not found:
@@ -247,9 +261,16 @@ class Store(RepsMixin):
         return self.dataset(name)
 
     def _dataset_row(self, name: str) -> DatasetInfo | None:
+        cached = self._dataset_cache.get(name)  # datasets are immutable: safe to cache
+        if cached is not None:
+            return cached
         with self.catalog.connect() as conn:
             r = conn.execute(sa.select(S.dataset).where(S.dataset.c.name == name)).mappings().first()
-        return None if r is None else DatasetInfo(r["id"], r["name"], r["content_hash"], r["n_examples"])
+        if r is None:
+            return None
+        info = DatasetInfo(r["id"], r["name"], r["content_hash"], r["n_examples"])
+        self._dataset_cache[name] = info
+        return info
 
     def dataset(self, name: str) -> DatasetInfo:
         row = self._dataset_row(name)

