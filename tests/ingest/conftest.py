@@ -67,7 +67,7 @@ def tiny_config(kind: str, vocab_size: int, *, width: int = 32, layers: int = 2)
                                 architectures=["GPTNeoXForCausalLM"], tie_word_embeddings=False)
     if kind == "gpt2":
         return tf.GPT2Config(vocab_size=vocab_size, n_embd=width, n_layer=layers, n_head=2, n_positions=64,
-                             architectures=["GPT2LMHeadModel"])
+                             bos_token_id=0, eos_token_id=0, architectures=["GPT2LMHeadModel"])
     if kind == "llama":
         return tf.LlamaConfig(vocab_size=vocab_size, hidden_size=width, num_hidden_layers=layers,
                               num_attention_heads=2, num_key_value_heads=1, intermediate_size=2 * width,
@@ -80,7 +80,10 @@ def make_sweep(kind: str, folder: Path, texts: list[str], *, steps: tuple[int, .
     """Train a tiny ``kind`` model, saving ``checkpoint-S`` for each S in ``steps``."""
     import torch
     import transformers as tf
+    from transformers.utils import logging as tlog
 
+    tlog.disable_progress_bar()
+    tlog.set_verbosity_error()
     folder.mkdir(parents=True, exist_ok=True)
     tok = train_tokenizer(texts, folder / "_tokenizer")
     torch.manual_seed(seed)

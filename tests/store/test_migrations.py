@@ -28,7 +28,8 @@ def test_upgrade_downgrade_upgrade(db):
     assert not ({"model", "rep", "reps"} & _objects(db))
     migrate.upgrade(db.catalog.engine)
     assert db.schema_revision() == head
-    # the schema works again after the round trip
+    # the schema works again after the round trip (a new handle: caches belong to a schema)
+    db = actdb.open(str(db.path))
     db.add_dataset("d", ["a", "b"])
     assert db.write_rep("m", "c", "d", "hidden.1", np.ones((2, 3)), pooling="mean").status == "complete"
 
