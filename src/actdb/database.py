@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from actdb.store import Store, VerifyReport
+
+if TYPE_CHECKING:
+    from actdb.query.selection import Selection
 
 
 class Database(Store):
@@ -14,6 +17,46 @@ class Database(Store):
     reps (:meth:`add_dataset`, :meth:`write_rep`, :meth:`read_rep`), ingest
     (:meth:`ingest`), lazy comparisons (:meth:`reps`) and SQL (:meth:`sql`).
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._attached: dict[str, Database] = {}
+
+    # ------------------------------------------------------------------ queries
+    def reps(self, **filters: Any) -> Selection:
+        """A lazy selection of complete reps. Each filter (model, checkpoint, site, layer,
+        step, dataset, pooling, tokenizer, family, architecture, width, depth, store) takes a
+        value, a list, a glob (``"step*"``) or, for numbers, a slice/range
+        (``layer=slice(2, 6)``). Nothing is read until the selection is iterated (catalog
+        only) or a comparison of it is computed."""
+        from actdb.query.selection import Selection
+
+        return Selection.build(self, filters)
+
+    def attach(self, path_or_url: str, *, name: str, catalog_url: str | None = None) -> Database:
+        """Mount another store read-only under ``name``: ``db.reps(store=name, ...)``
+        selects its reps, and they compare with local reps of the same texts."""
+        from actdb.errors import AlreadyExists
+        from actdb.store.parse import parse_name
+
+        name = parse_name(name, "attached store")
+        if name == "local" or name in self._attached:
+            raise AlreadyExists(f"a store named {name!r} is already attached; choose another name")
+        other = Database(path_or_url, catalog_url=catalog_url, read_only=True)
+        self._attached[name] = other
+        return other
+
+    def store_handle(self, name: str = "local") -> Database:
+        """This store (``"local"``) or an attached one, by name."""
+        if name == "local":
+            return self
+        try:
+            return self._attached[name]
+        except KeyError:
+            from actdb.errors import NotFound, close_matches
+
+            raise NotFound(f"no attached store named {name!r}; {close_matches(name, self._attached)}. "
+                           "Attach it with db.attach(path, name=...)") from None
 
     def session(self) -> Any:
         """``with db.session():`` holds one catalog connection across many writes
@@ -38,11 +81,13 @@ class Database(Store):
         """Run one read-only SELECT over the catalog views; returns a pyarrow Table.
 
         Views: models, checkpoints, datasets, examples, tokens, reps, results,
-        dissimilarities. No writes, no file or network access.
+        dissimilarities. No writes, no file or network access. ``dissim(measure, rep_a,
+        rep_b)`` computes (and caches) a measure inside the query; all the calls of one
+        statement are batched into one plan.
         """
-        from actdb.query.sql import run_sql
+        from actdb.query.sql import sql_with_dissim
 
-        return run_sql(self, query, max_rows=max_rows, timeout=timeout)
+        return sql_with_dissim(self, query, max_rows=max_rows, timeout=timeout)
 
     def ingest(self, model: Any, dataset: Any, **kwargs: Any) -> Any:
         """Run a transformers model over a dataset; see :func:`actdb.ingest.run`."""

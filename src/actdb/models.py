@@ -27,6 +27,7 @@ import contextlib
 import fnmatch
 import hashlib
 import os
+import pickle
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -210,6 +211,10 @@ def load_model(spec: str | os.PathLike[str], revision: str | None = None, device
         try:
             model = auto.from_pretrained(text, config=config, dtype="auto", use_safetensors=None,
                                          weights_only=True, **kwargs)
+        except pickle.UnpicklingError as exc:
+            raise InvalidInput(f"cannot load model weights from {text!r}: its pickled weights hold more than tensors "
+                               f"and actdb only unpickles with weights_only=True ({_unsupported(exc)}); convert "
+                               "trusted weights to safetensors") from None
         except (OSError, ValueError) as exc:
             raise InvalidInput(f"cannot load model weights from {text!r}: {str(exc).splitlines()[0]}") from None
         tok = _load_tokenizer(tokenizer if tokenizer is not None else text, kwargs)
@@ -223,6 +228,11 @@ def load_model(spec: str | os.PathLike[str], revision: str | None = None, device
                        blocks=blocks, final_norm=final_norm, n_layers=n_layers,
                        hidden_size=int(getattr(text_cfg, "hidden_size", 0) or getattr(text_cfg, "n_embd", 0)),
                        native_dtype=native)
+
+
+def _unsupported(exc: Exception) -> str:
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+    return f"found {found.group(1)}" if found else "unsupported content"
 
 
 def _bad_dtype(dtype: object) -> Any:

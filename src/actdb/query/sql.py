@@ -91,7 +91,7 @@ def _duckdb(store: Store, query: str, max_rows: int | None, timeout: float | Non
     timer = None
     try:
         for name, (fn, params, ret) in functions.items():
-            con.create_function(name, fn, params, ret, type="arrow")
+            con.create_function(name, fn, params, ret, type="arrow", null_handling="special", side_effects=True)
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
         if timeout:
@@ -157,3 +157,63 @@ def _postgres(store: Store, query: str, max_rows: int | None, timeout: float | N
                 raise InvalidInput(f"SQL error: {msg}") from None
     data = {c: [r[i] for r in rows] for i, c in enumerate(cols)}
     return _limit(pa.table(data) if cols else pa.table({}), max_rows)
+
+
+def sql_with_dissim(db: Any, query: str, *, max_rows: int | None = DEFAULT_MAX_ROWS,
+                    timeout: float | None = None) -> pa.Table:
+    """Run ``query``; calls of ``dissim(measure, rep_a, rep_b)`` in it are computed lazily.
+
+    Two passes: the first runs the query with a ``dissim`` that only records what is asked
+    (returning NULL), then every requested (measure, rep_a, rep_b) is computed in ONE plan
+    (cached values are lookups) and the query runs again with the values filled in.
+    """
+    if "dissim" not in query.lower():
+        return run_sql(db, query, max_rows=max_rows, timeout=timeout)
+    if db.catalog.dialect != "duckdb":
+        raise InvalidInput("dissim() inside SQL needs the DuckDB catalog; with PostgreSQL, compute with "
+                           "db.reps(...).compare(...) and read the results from the dissimilarities view")
+    import duckdb
+
+    requests: set[tuple[str, int, int]] = set()
+
+    def record(measure: Any, a: Any, b: Any) -> Any:
+        for m, x, y in zip(measure.to_pylist(), a.to_pylist(), b.to_pylist()):
+            if m is not None and x is not None and y is not None:
+                requests.add((str(m), int(x), int(y)))
+        return pa.nulls(len(measure), pa.float64())
+
+    types = [duckdb.sqltype("VARCHAR"), duckdb.sqltype("BIGINT"), duckdb.sqltype("BIGINT")]
+    run_sql(db, query, max_rows=None, timeout=timeout,
+            functions={"dissim": (record, types, duckdb.sqltype("DOUBLE"))})
+    values = compute_requests(db, requests)
+
+    def lookup(measure: Any, a: Any, b: Any) -> Any:
+        out = [None if m is None or x is None or y is None else values[(str(m), int(x), int(y))]
+               for m, x, y in zip(measure.to_pylist(), a.to_pylist(), b.to_pylist())]
+        return pa.array(out, pa.float64())
+
+    return run_sql(db, query, max_rows=max_rows, timeout=timeout,
+                   functions={"dissim": (lookup, types, duckdb.sqltype("DOUBLE"))})
+
+
+def compute_requests(db: Any, requests: set[tuple[str, int, int]]) -> dict[tuple[str, int, int], float]:
+    """Values of (measure, rep_a, rep_b) requests, computed as one plan per measure."""
+    from actdb.errors import NotFound
+    from actdb.query.executor import run_plan
+    from actdb.query.measures import get_measure
+    from actdb.query.plan import Task, row_space
+    from actdb.query.selection import list_reps
+
+    if not requests:
+        return {}
+    reps = {r.rep_id: r for r in list_reps(db)}
+    tasks = []
+    for measure, a, b in sorted(requests):
+        spec = get_measure(measure)
+        for rid in (a, b):
+            if rid not in reps:
+                raise NotFound(f"dissim({measure!r}, {a}, {b}): no complete rep with id {rid}")
+        tasks.append(Task(reps[a], reps[b], measure, tuple(sorted(spec.resolve_params({}).items())),
+                          row_space(reps[a], reps[b], None, None)))
+    result = run_plan(db, tasks)
+    return {(t.measure, t.a.rep_id, t.b.rep_id): row["value"] for t, row in zip(tasks, result.rows)}

@@ -71,9 +71,14 @@ def rep_path(rep_id: int) -> str:
 
 
 def layout(n_rows: int, dim: int, itemsize: int) -> tuple[int, int]:
-    """(chunk_rows, shard_rows) for a rep: ~2 MiB chunks, 32 chunks a shard."""
-    chunk_rows = max(1, CHUNK_BYTES // max(1, dim * itemsize))
-    chunk_rows = min(chunk_rows, max(1, n_rows))
+    """(chunk_rows, shard_rows) for a rep: chunks of at most ~2 MiB holding a power-of-two
+    number of rows (so the chunk boundaries of reps of different widths line up, and a
+    query reading several reps block by block decodes every chunk exactly once), 32
+    chunks a shard."""
+    fit = max(1, CHUNK_BYTES // max(1, dim * itemsize))
+    chunk_rows = 1 << (fit.bit_length() - 1)
+    if chunk_rows >= n_rows:
+        chunk_rows = max(1, n_rows)
     shard_rows = chunk_rows * CHUNKS_PER_SHARD
     if shard_rows > n_rows:  # a small rep: one shard, whole chunks
         shard_rows = -(-max(1, n_rows) // chunk_rows) * chunk_rows

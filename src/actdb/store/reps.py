@@ -18,7 +18,7 @@ from actdb.store.parse import (
     as_numpy, check_finite, check_matrix, layer_of_site, parse_name, parse_pooling, parse_site,
 )
 from actdb.store.records import RepInfo, TokenizationInfo
-from actdb.store.tokens import parse_token_table, token_table_hash
+from actdb.store.tokens import TOKEN_COLUMNS, parse_token_table, token_table_hash
 
 if TYPE_CHECKING:
     from actdb.store.store import Store
@@ -216,9 +216,9 @@ class RepsMixin:
                                           S.token.c.char_end, S.token.c.special)
                                 .where(S.token.c.tokenization_id == tokenization_id)
                                 .order_by(S.token.c.row)).all()
-        names = ["row", "example", "position", "token_id", "token", "char_start", "char_end", "special"]
-        cols = list(zip(*rows)) if rows else [[] for _ in names]
-        return pa.table({n: pa.array(c) for n, c in zip(names, cols)})
+        types = {"row": pa.int64(), **TOKEN_COLUMNS}
+        cols = list(zip(*rows)) if rows else [[] for _ in types]
+        return pa.table({n: pa.array(c, type=t) for (n, t), c in zip(types.items(), cols)})
 
     # ------------------------------------------------------------------- reps
     def write_rep(self: Store, model: str, checkpoint: str, dataset: str, site: str, array: Any, *,

@@ -1,0 +1,252 @@
+"""Comparison plans: which pairs, which measures, over which rows — plain immutable data.
+
+A :class:`Comparison` is built by :meth:`Selection.compare`; it validates its arguments
+when built, and nothing reads an array until :meth:`Comparison.compute` (or
+``to_pandas``/``to_arrow``). :meth:`Comparison.explain` reports the pairs, what is
+cached, what would be read, the route and the estimated flops, from the catalog alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from actdb.errors import InvalidInput
+from actdb.query.measures import choose_route, get_measure
+from actdb.query.selection import Rep, Selection
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+
+    from actdb.query.executor import ResultSet
+
+PAIR_MODES = ("all", "same_layer", "zip", "consecutive", "to_reference")
+ALIGNS = ("example:mean", "example:first", "example:last", "word")
+
+
+def params_hash(params: dict[str, Any]) -> str:
+    text = json.dumps(params, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+@dataclass(frozen=True)
+class RowSpace:
+    """The rows two reps are compared on: same dataset, same unit, same subset."""
+
+    dataset_hash: str
+    unit: str  # "tokens:<hash>" | "examples" | "example:<pool>" | "word"
+    subset: str | None
+    align: str | None
+
+    @property
+    def hash(self) -> str:
+        if self.subset is None and self.align is None:
+            return "all"
+        text = f"subset={self.subset}|align={self.align}"
+        return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def row_space(a: Rep, b: Rep, subset: str | None, align: str | None) -> RowSpace:
+    """The shared row space of a pair, or a clear error saying why there is none."""
+    if a.dataset_hash != b.dataset_hash:
+        raise InvalidInput(
+            f"{a.label()} and {b.label()} are over different texts: dataset {a.dataset!r} has content "
+            f"hash {a.dataset_hash[:19]}..., dataset {b.dataset!r} has {b.dataset_hash[:19]}...; "
+            "compare reps of the same texts (same dataset contents)")
+    if align is not None:
+        return RowSpace(a.dataset_hash, align if align == "word" else align, subset, align)
+    if a.pooling != b.pooling and "token" in (a.pooling, b.pooling):
+        raise InvalidInput(
+            f"{a.label()} is {a.pooling}-level and {b.label()} is {b.pooling}-level; pass "
+            "align='example:mean' (or first/last) to pool the token-level side to examples")
+    if a.pooling == "token":
+        if a.tokens_hash != b.tokens_hash:
+            raise InvalidInput(
+                f"{a.label()} (tokenizer {a.tokenizer!r}) and {b.label()} (tokenizer {b.tokenizer!r}) have "
+                "different token tables, so their rows are different tokens. Options: align='example:mean' "
+                "(or 'example:first'/'example:last') pools both to one row per text; align='word' maps "
+                "tokens to whitespace-separated words through their character spans")
+        return RowSpace(a.dataset_hash, f"tokens:{a.tokens_hash}", subset, None)
+    return RowSpace(a.dataset_hash, "examples", subset, None)
+
+
+def _pairs(a: list[Rep], b: list[Rep] | None, mode: str, reference: str | None) -> list[tuple[Rep, Rep]]:
+    other = a if b is None else b
+    if mode == "all":
+        return [(x, y) for x in a for y in other]
+    if mode == "same_layer":
+        return [(x, y) for x in a for y in other if x.layer is not None and x.layer == y.layer
+                and (b is not None or x.key != y.key)]
+    if mode == "zip":
+        if len(a) != len(other):
+            raise InvalidInput(f"pairs='zip' needs selections of equal size; got {len(a)} and {len(other)}")
+        return list(zip(a, other))
+    if mode == "consecutive":
+        groups: dict[tuple[Any, ...], list[Rep]] = defaultdict(list)
+        for rep in a:
+            groups[(rep.store, rep.model, rep.dataset, rep.site, rep.pooling, rep.tokenizer)].append(rep)
+        out = []
+        for reps in groups.values():
+            if any(r.step is None for r in reps):
+                missing = [r.checkpoint for r in reps if r.step is None]
+                raise InvalidInput(f"pairs='consecutive' orders checkpoints by step; checkpoints {missing} "
+                                   "have no step number")
+            reps.sort(key=lambda r: r.step)  # type: ignore[arg-type, return-value]
+            out += list(zip(reps, reps[1:]))
+        return out
+    if mode == "to_reference":
+        ref_name = reference or "final"
+        refs = {(r.store, r.model, r.dataset, r.site, r.pooling, r.tokenizer): r
+                for r in other if r.checkpoint == ref_name}
+        if not refs:
+            raise InvalidInput(f"pairs='to_reference' found no reps at reference checkpoint {ref_name!r}; "
+                               "name it with reference='...' or pairs='to_reference:NAME'")
+        return [(r, refs[k]) for r in a
+                if (k := (r.store, r.model, r.dataset, r.site, r.pooling, r.tokenizer)) in refs
+                and r.checkpoint != ref_name]
+    raise InvalidInput(f"pairs={mode!r} is not a pairing mode; choose one of {', '.join(PAIR_MODES)}")
+
+
+@dataclass(frozen=True)
+class Task:
+    """One (pair, measure) to evaluate, with its cache key."""
+
+    a: Rep
+    b: Rep
+    measure: str
+    params: tuple[tuple[str, Any], ...]
+    space: RowSpace
+
+    @property
+    def params_dict(self) -> dict[str, Any]:
+        return dict(self.params)
+
+    @property
+    def cache_key(self) -> tuple[str, str, int, int, str]:
+        a, b = self.a.rep_id, self.b.rep_id
+        if get_measure(self.measure).symmetric and a > b:
+            a, b = b, a
+        return (self.measure, params_hash(self.params_dict), a, b, self.space.hash)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A lazy comparison plan (immutable). Build with :meth:`Selection.compare`."""
+
+    a: Selection
+    b: Selection | None
+    measures: tuple[str, ...]
+    pairs: str = "all"
+    reference: str | None = None
+    subset: str | None = None
+    align: str | None = None
+    params: tuple[tuple[str, Any], ...] = ()
+    _db: Any = field(default=None, repr=False, compare=False, hash=False)
+
+    @classmethod
+    def build(cls, a: Selection, b: Selection | None, *, measures: tuple[str, ...], pairs: str,
+              subset: str | None, align: str | None, reference: str | None, params: dict[str, Any]) -> Comparison:
+        if not measures:
+            raise InvalidInput("give at least one measure")
+        specs = [get_measure(m) for m in measures]
+        if isinstance(pairs, str) and pairs.startswith("to_reference:"):
+            pairs, reference = "to_reference", pairs.split(":", 1)[1] or None
+        if pairs not in PAIR_MODES:
+            raise InvalidInput(f"pairs={pairs!r} is not a pairing mode; choose one of {', '.join(PAIR_MODES)}")
+        if align is not None and align not in ALIGNS:
+            raise InvalidInput(f"align={align!r} is not supported; choose one of {', '.join(ALIGNS)}")
+        for key in params:
+            if not any(key in s.params for s in specs):
+                known = sorted({p for s in specs for p in s.params}) or ["none"]
+                raise InvalidInput(f"parameter {key!r} is not taken by measure(s) {', '.join(measures)}; "
+                                   f"valid parameters: {', '.join(known)}")
+        for value in params.values():
+            json.dumps(value)  # parameters must be plain data (they go into the cache key)
+        if subset is not None:
+            from actdb.query.rows import normalize_subset
+
+            subset = normalize_subset(subset)
+        return cls(a, b, tuple(measures), pairs, reference, subset, align, tuple(sorted(params.items())), a.db)
+
+    # ------------------------------------------------------------------ planning
+    def pair_list(self) -> list[tuple[Rep, Rep]]:
+        """The (a, b) rep pairs this plan compares (catalog only)."""
+        return _pairs(self.a.resolve(), None if self.b is None else self.b.resolve(), self.pairs, self.reference)
+
+    def tasks(self) -> list[Task]:
+        out = []
+        for x, y in self.pair_list():
+            space = row_space(x, y, self.subset, self.align)
+            for name in self.measures:
+                spec = get_measure(name)
+                given = {k: v for k, v in self.params if k in spec.params}
+                out.append(Task(x, y, name, tuple(sorted(spec.resolve_params(given).items())), space))
+        return out
+
+    def explain(self, *, show: bool = True) -> str:
+        """What compute() would do, from the catalog alone (reads no array)."""
+        from actdb.query.executor import cached_values
+
+        tasks = self.tasks()
+        cached = cached_values(self._db, tasks)
+        todo = [t for t in tasks if t.cache_key not in cached]
+        reps: dict[tuple[str, int], Rep] = {}
+        for t in todo:
+            reps[t.a.key] = t.a
+            reps[t.b.key] = t.b
+        lines = [f"Comparison: {len(self.pair_list())} pairs x {len(self.measures)} measure(s) "
+                 f"({', '.join(self.measures)}), pairs={self.pairs}"
+                 + (f", reference={self.reference or 'final'}" if self.pairs == "to_reference" else "")
+                 + (f", subset={self.subset!r}" if self.subset else "") + (f", align={self.align}" if self.align else ""),
+                 f"  cached: {len(tasks) - len(todo)} of {len(tasks)} values"]
+        if todo:
+            by_space: dict[RowSpace, list[Task]] = defaultdict(list)
+            for t in todo:
+                by_space[t.space].append(t)
+            total_bytes = sum(r.nbytes for r in reps.values())
+            lines.append(f"  to read: {len(reps)} reps, {total_bytes / 2**20:,.1f} MiB stored")
+            for space, ts in by_space.items():
+                space_reps = {t.a.key: t.a for t in ts} | {t.b.key: t.b for t in ts}
+                n = next(iter(space_reps.values())).n_rows
+                dims = [r.dim for r in space_reps.values()]
+                route_counts: dict[str, int] = defaultdict(int)
+                flops = 0.0
+                for t in ts:
+                    spec = get_measure(t.measure)
+                    route = spec.route
+                    if route == "moments" and t.measure in ("linear_cka", "debiased_cka"):
+                        route = choose_route(n, dims, len(ts))
+                    route_counts[route] += 1
+                moment_dims = sum(dims)
+                flops += float(n) * moment_dims * moment_dims
+                lines.append(f"  rows: {space.unit} (n={n:,}{', subset' if space.subset else ''}); "
+                             f"routes: " + ", ".join(f"{k}={v}" for k, v in sorted(route_counts.items()))
+                             + f"; estimated {flops / 1e9:,.2f} GFLOP")
+            for t in todo[:20]:
+                lines.append(f"    {t.measure}: {t.a.label()}  vs  {t.b.label()}")
+            if len(todo) > 20:
+                lines.append(f"    ... and {len(todo) - 20} more")
+        text = "\n".join(lines)
+        if show:
+            print(text)
+        return text
+
+    # ----------------------------------------------------------------- execution
+    def compute(self, *, executor: str = "local", address: str | None = None, recompute: bool = False,
+                memory_budget: int | None = None) -> ResultSet:
+        """Run the plan: cached values are looked up, the rest computed in one pass per row
+        space and cached. ``executor="dask"`` runs the passes on dask.distributed."""
+        from actdb.query.executor import run_plan
+
+        return run_plan(self._db, self.tasks(), executor=executor, address=address, recompute=recompute,
+                        memory_budget=memory_budget)
+
+    def to_arrow(self, **kwargs: Any) -> pa.Table:
+        return self.compute(**kwargs).to_arrow()
+
+    def to_pandas(self, **kwargs: Any) -> pd.DataFrame:
+        return self.compute(**kwargs).to_pandas()

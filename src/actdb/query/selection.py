@@ -1,0 +1,154 @@
+"""Selections: lazy, immutable descriptions of a set of stored reps.
+
+``db.reps(model="pythia-*", checkpoint="step*", layer=slice(2, 6))`` builds a
+:class:`Selection`; nothing is read until it is iterated (which queries the catalog
+only, never an array) or compared and computed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from actdb.errors import InvalidInput
+from actdb.query.filters import Match, parse_filters
+
+if TYPE_CHECKING:
+    from actdb.database import Database
+    from actdb.query.plan import Comparison
+
+_ROWS = """
+SELECT r.id, m.name, m.family, m.architecture, m.width, m.depth, c.name, c.step, d.name, d.content_hash,
+       d.n_examples, r.site, r.layer, r.pooling, r.n_rows, r.dim, r.dtype, r.tokenization_id,
+       t.tokenizer, t.max_length, t.content_hash, r.checksum, r.path, r.chunk_rows, r.shard_rows
+FROM rep r JOIN checkpoint c ON c.id = r.checkpoint_id JOIN model m ON m.id = c.model_id
+JOIN dataset d ON d.id = r.dataset_id LEFT JOIN tokenization t ON t.id = r.tokenization_id
+WHERE r.status = 'complete'
+ORDER BY m.name, c.step NULLS LAST, c.id, r.layer NULLS LAST, r.site, r.pooling, r.id
+"""
+
+
+@dataclass(frozen=True)
+class Rep:
+    """A complete stored rep, as a selection sees it (one catalog row, names joined in)."""
+
+    rep_id: int
+    model: str
+    family: str | None
+    architecture: str | None
+    width: int | None
+    depth: int | None
+    checkpoint: str
+    step: int | None
+    dataset: str
+    dataset_hash: str
+    n_examples: int
+    site: str
+    layer: int | None
+    pooling: str
+    n_rows: int
+    dim: int
+    dtype: str
+    tokenization_id: int | None
+    tokenizer: str | None
+    max_length: int | None
+    tokens_hash: str | None
+    checksum: str
+    path: str
+    chunk_rows: int
+    shard_rows: int
+    store: str = "local"
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.store, self.rep_id)
+
+    @property
+    def nbytes(self) -> int:
+        return self.n_rows * self.dim * (4 if self.dtype == "float32" else 2)
+
+    def label(self) -> str:
+        where = "" if self.store == "local" else f"{self.store}:"
+        return f"{where}{self.model}/{self.checkpoint}/{self.site}" + ("" if self.pooling == "token" else f"[{self.pooling}]")
+
+    def describe(self) -> dict[str, Any]:
+        return {"model": self.model, "checkpoint": self.checkpoint, "step": self.step, "site": self.site,
+                "layer": self.layer, "pooling": self.pooling, "rep_id": self.rep_id, "store": self.store}
+
+
+def list_reps(db: Database, store: str = "local") -> list[Rep]:
+    """Every complete rep of one store (the local one or an attached one), catalog only."""
+    target = db.store_handle(store)
+    with target.catalog.connect() as conn:
+        rows = conn.execute(sa.text(_ROWS)).all()
+    return [Rep(*row, store=store) for row in rows]
+
+
+def _value(rep: Rep, key: str) -> Any:
+    return rep.rep_id if key == "rep_id" else getattr(rep, key)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """A lazy set of reps: filters only, resolved against the catalog when iterated."""
+
+    db: Database = field(repr=False, compare=False, hash=False)
+    matches: tuple[Match, ...] = ()
+
+    @classmethod
+    def build(cls, db: Database, filters: dict[str, Any]) -> Selection:
+        return cls(db, parse_filters(filters))
+
+    def filter(self, **filters: Any) -> Selection:
+        """A narrower selection (filters combine with AND)."""
+        return replace(self, matches=self.matches + parse_filters(filters))
+
+    @property
+    def stores(self) -> tuple[str, ...]:
+        for m in self.matches:
+            if m.key == "store":
+                names = [a for a in m.alternatives if isinstance(a, str)]
+                return tuple(names)
+        return ("local",)
+
+    def resolve(self) -> list[Rep]:
+        """The matching reps, in a stable order (model, step, layer, site). Catalog only."""
+        out: list[Rep] = []
+        for store in self.stores:
+            for rep in list_reps(self.db, store):
+                if all(m.key == "store" or m(_value(rep, m.key)) for m in self.matches):
+                    out.append(rep)
+        return out
+
+    def __iter__(self) -> Iterator[Rep]:
+        return iter(self.resolve())
+
+    def __len__(self) -> int:
+        return len(self.resolve())
+
+    def __repr__(self) -> str:
+        shown = ", ".join(m.describe() for m in self.matches) or "all reps"
+        return f"Selection({shown})"
+
+    def compare(self, other: Selection | None = None, *, measure: str | list[str] | tuple[str, ...] = "linear_cka",
+                pairs: str = "all", subset: str | None = None, align: str | None = None,
+                reference: str | None = None, **params: Any) -> Comparison:
+        """A lazy comparison plan between this selection and ``other`` (or itself).
+
+        ``pairs``: ``all`` (cross product), ``same_layer``, ``zip``, ``consecutive``
+        (checkpoint t vs t+1 of the same model and site), ``to_reference`` (each
+        checkpoint vs ``reference``, default ``final``; also ``"to_reference:NAME"``).
+        ``measure``: one name or several (they share one pass over the data).
+        ``subset``: a SQL predicate over token/example columns; ``align``:
+        ``example:mean|first|last`` or ``word`` for reps with different tokenizers.
+        """
+        from actdb.query.plan import Comparison
+
+        if other is not None and not isinstance(other, Selection):
+            raise InvalidInput(f"compare() takes another Selection, not {type(other).__name__}")
+        measures = (measure,) if isinstance(measure, str) else tuple(measure)
+        return Comparison.build(self, other, measures=measures, pairs=pairs, subset=subset, align=align,
+                                reference=reference, params=params)
