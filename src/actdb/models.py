@@ -123,7 +123,7 @@ class LoadedModel:
 
 
 # ------------------------------------------------------------------------ loading
-def _is_local(spec: str) -> bool:
+def is_local(spec: str) -> bool:
     """A path on disk (or meant as one: ``./x``, ``/x``, ``~/x``, ``a/b/c``) rather than a hub id ``org/name``."""
     return Path(spec).expanduser().exists() or spec.startswith((".", "/", "~")) or spec.count("/") > 1 \
         or "\\" in spec
@@ -189,7 +189,7 @@ def load_model(spec: str | os.PathLike[str], revision: str | None = None, device
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     text = os.fspath(spec)
-    local = _is_local(text)
+    local = is_local(text)
     if local:
         text = str(check_model_folder(text).resolve())
         if revision is not None:

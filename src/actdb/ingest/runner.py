@@ -52,9 +52,12 @@ def parse_poolings(value: str | Iterable[str]) -> tuple[str, ...]:
 
 
 def default_model_name(source: str) -> str:
-    path = Path(source).expanduser()
-    if path.exists():
-        return path.resolve().name
+    """The folder's name for a local path, the hub id itself otherwise."""
+    from actdb.models import is_local
+
+    if is_local(source):
+        path = Path(source).expanduser()
+        return (path.resolve() if path.exists() else path).name or "model"
     return source
 
 

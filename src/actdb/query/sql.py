@@ -9,6 +9,7 @@ first, so a hostile query is refused with a clear message before it reaches the 
 
 from __future__ import annotations
 
+import re
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from actdb.store.store import Store
 
 DEFAULT_MAX_ROWS = 1_000_000
+_DISSIM = re.compile(r"\bdissim\s*\(", re.IGNORECASE)
 _FORBIDDEN_FUNCS = {
     "read_csv", "read_csv_auto", "read_parquet", "read_json", "read_json_auto", "read_text", "read_blob",
     "parquet_scan", "glob", "sniff_csv", "read_ndjson", "read_ndjson_auto", "pg_read_file",
@@ -167,7 +169,7 @@ def sql_with_dissim(db: Any, query: str, *, max_rows: int | None = DEFAULT_MAX_R
     (returning NULL), then every requested (measure, rep_a, rep_b) is computed in ONE plan
     (cached values are lookups) and the query runs again with the values filled in.
     """
-    if "dissim" not in query.lower():
+    if not _DISSIM.search(query):
         return run_sql(db, query, max_rows=max_rows, timeout=timeout)
     if db.catalog.dialect != "duckdb":
         raise InvalidInput("dissim() inside SQL needs the DuckDB catalog; with PostgreSQL, compute with "
