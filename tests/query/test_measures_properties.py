@@ -108,5 +108,7 @@ def test_float16_input_equals_float64_of_the_rounded_values(shape) -> None:
     n, d1, d2, seed = shape
     x, y = pair_of(n, max(d1, 2), max(d2, 2), seed)
     x16, y16 = x.astype(np.float16), y.astype(np.float16)
-    for f in (M.linear_cka, M.procrustes, M.rsa):
+    # rounding to float16 can make a row constant, which correlation RDMs reject (tested elsewhere)
+    flat_row = bool((np.ptp(x16, axis=1) == 0).any() or (np.ptp(y16, axis=1) == 0).any())
+    for f in (M.linear_cka, M.procrustes) if flat_row else (M.linear_cka, M.procrustes, M.rsa):
         assert f(x16, y16) == pytest.approx(f(x16.astype(np.float64), y16.astype(np.float64)), abs=1e-12)

@@ -109,10 +109,10 @@ def test_any_chunking_equals_in_memory(cuts: list[int], budget_rows: int, seed: 
 
 
 def test_mixed_precision_stays_within_1e8_on_activation_like_data() -> None:
-    x, y = related_pair(6000, 96, 128, seed=7)
+    x, y = related_pair(6000, 192, 256, seed=7)
     x32, y32 = x.astype(np.float32), y.astype(np.float32)
-    exact = Moments.empty([96, 128]).update([x32, y32]).pair(0, 1)
-    mixed = Moments.empty([96, 128], precision="mixed").update([x32, y32]).pair(0, 1)
+    exact = Moments.empty([192, 256]).update([x32, y32]).pair(0, 1)
+    mixed = Moments.empty([192, 256], precision="mixed").update([x32, y32]).pair(0, 1)
     for f in (mr.linear_cka_from_moments, mr.debiased_cka_from_moments):
         assert abs(f(mixed) - f(exact)) < 1e-8
     # nuclear-norm measures amplify float32 product error: documented as ~1e-7
@@ -151,3 +151,67 @@ def test_shards_sum_to_the_whole() -> None:
     assert_pair_matches(sum(parts[1:], parts[0]), 0, 1, x, y)
     with pytest.raises(InvalidInput, match="n_shards"):
         shard_moments([x, y], 1)
+
+
+def outlier_reps(n: int, dims: list[int], seed: int) -> list[np.ndarray]:
+    """float32 activation-like reps with 4 large-mean, large-variance outlier columns each,
+    consecutive reps related (as layers are)."""
+    rng = np.random.default_rng(seed)
+    out: list[np.ndarray] = []
+    for d in dims:
+        x = rng.standard_normal((n, 16)) @ rng.standard_normal((16, d)) + rng.standard_normal((n, d))
+        x[:, :4] = 20 * x[:, :4] + 30
+        if out and out[-1].shape[1] == d:
+            x += 0.7 * out[-1]
+        out.append(x.astype(np.float32))
+    return out
+
+
+def test_mixed_tiled_panels_and_heavy_columns_stay_within_1e8() -> None:
+    dims = [160, 96, 160, 64]  # D = 480 > MIXED_MIN_WIDTH; 4 reps with unequal widths
+    reps = outlier_reps(3000, dims, seed=3)
+    exact = Moments.empty(dims).update(reps)
+    # a small budget forces several row sub-chunks and several product panels
+    small = Moments.empty(dims, precision="mixed", budget_bytes=2 * 4 * 480 * 200)
+    assert len(small._panels(np.float32)) > 1
+    small.update(reps)
+    whole = Moments.empty(dims, precision="mixed").update(reps)
+    assert not np.array_equal(whole.pair(0, 1).sxy, exact.pair(0, 1).sxy)  # float32 really used
+    for m in (small, whole):
+        for i in range(4):
+            for j in range(i, 4):
+                a, b = m.pair(i, j), exact.pair(i, j)
+                assert abs(mr.linear_cka_from_moments(a) - mr.linear_cka_from_moments(b)) < 1e-8
+                if i != j:
+                    assert abs(mr.debiased_cka_from_moments(a) - mr.debiased_cka_from_moments(b)) < 1e-8
+
+
+def test_mixed_float64_input_is_centred_before_rounding() -> None:
+    # a mean of 1e4 with unit spread: rounding x itself to float32 would cost ~1e-3 relative
+    rng = np.random.default_rng(5)
+    x = 1e4 + rng.standard_normal((2000, 200))
+    y = x[:, :150] @ rng.standard_normal((150, 150)) + rng.standard_normal((2000, 150))
+    exact = Moments.empty([200, 150]).update([x, y]).pair(0, 1)
+    mixed = Moments.empty([200, 150], precision="mixed").update([x, y]).pair(0, 1)
+    assert abs(mr.linear_cka_from_moments(mixed) - mr.linear_cka_from_moments(exact)) < 1e-8
+
+
+def test_mixed_merge_then_update_keeps_a_float32_exact_shift() -> None:
+    reps = outlier_reps(1200, [200, 120], seed=8)
+    a = Moments.empty([200, 120], precision="mixed").update([r[:500] for r in reps])
+    b = Moments.empty([200, 120], precision="mixed").update([r[500:900] for r in reps])
+    merged = (a + b).recentered((a + b).mean())  # an arbitrary float64 shift
+    merged.update([r[900:] for r in reps])
+    assert np.array_equal(merged.center.astype(np.float32).astype(np.float64), merged.center)
+    exact = Moments.empty([200, 120]).update(reps).pair(0, 1)
+    got = merged.pair(0, 1)
+    assert got.n == 1200
+    assert abs(mr.linear_cka_from_moments(got) - mr.linear_cka_from_moments(exact)) < 1e-8
+
+
+def test_mixed_float32_overflow_is_a_typed_error() -> None:
+    x = np.ones((10, 300))
+    x[3, 7] = 1e39  # finite in float64, not in float32
+    with pytest.raises(InvalidInput, match="overflow float32"):
+        Moments.empty([300], precision="mixed").update([x])
+    Moments.empty([300]).update([x])  # float64 handles it

@@ -126,7 +126,8 @@ def parse_checkpoints(checkpoints: Any, model: str) -> list[CheckpointSpec]:
             specs.append(CheckpointSpec(name, str(folder.resolve()), None,
                                         step if step is not None else state_step, seen))
         else:
-            specs.append(CheckpointSpec(name, model, value, step_of(name)))
+            step = step_of(name)
+            specs.append(CheckpointSpec(name, model, value, step if step is not None else step_of(value)))
     names = [s.name for s in specs]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:

@@ -100,7 +100,7 @@ def cached_values(db: Database, tasks: Sequence[Task]) -> dict[tuple[Any, ...], 
     keys = {t.cache_key for t in tasks if _local(t)}
     if not keys:
         return {}
-    rep_ids = sorted({k[2] for k in keys} | {k[3] for k in keys})
+    rep_ids = sorted({k[2][1] for k in keys} | {k[3][1] for k in keys})
     out: dict[tuple[Any, ...], Value] = {}
     with db.catalog.connect() as conn:
         for start in range(0, len(rep_ids), 500):
@@ -110,7 +110,7 @@ def cached_values(db: Database, tasks: Sequence[Task]) -> dict[tuple[Any, ...], 
                                           S.result.c.n, S.result.c.seconds, S.result.c.extra, S.result.c.stderr)
                                 .where(S.result.c.rep_a.in_(ids))).all()
             for r in rows:
-                key = (r[0], r[1], r[2], r[3], r[4])
+                key = (r[0], r[1], ("local", r[2]), ("local", r[3]), r[4])
                 if key in keys:
                     extra = json.loads(r[8]) if r[8] else {}
                     out[key] = Value(r[5], r[6], extra.get("route", "cached"), r[7] or 0.0, extra, r[9])
@@ -125,12 +125,12 @@ def store_values(db: Database, computed: dict[tuple[Any, ...], tuple[Task, Value
     now = _now()
     with db.catalog.connect(write=True) as conn:
         existing = set()
-        ids = sorted({k[2] for k in local})
+        ids = sorted({k[2][1] for k in local})
         for start in range(0, len(ids), 500):
             rows = conn.execute(sa.select(S.result.c.measure, S.result.c.params_hash, S.result.c.rep_a,
                                           S.result.c.rep_b, S.result.c.subset_hash)
                                 .where(S.result.c.rep_a.in_(ids[start: start + 500]))).all()
-            existing |= {tuple(r) for r in rows}
+            existing |= {(r[0], r[1], ("local", r[2]), ("local", r[3]), r[4]) for r in rows}
         records = []
         for key, (task, v) in local.items():
             if key in existing:
@@ -140,7 +140,7 @@ def store_values(db: Database, computed: dict[tuple[Any, ...], tuple[Task, Value
             extra["route"] = v.route
             records.append(dict(
                 measure=task.measure, kind=spec.kind, params_hash=key[1],
-                params=json.dumps(task.params_dict, sort_keys=True), rep_a=key[2], rep_b=key[3],
+                params=json.dumps(task.params_dict, sort_keys=True), rep_a=key[2][1], rep_b=key[3][1],
                 subset_hash=key[4], subset=_subset_text(task.space), value=float(v.value), stderr=v.stderr, n=v.n,
                 seconds=v.seconds, extra=json.dumps(extra, sort_keys=True, default=str), actdb_version=__version__,
                 computed_at=now))

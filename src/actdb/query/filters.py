@@ -113,6 +113,8 @@ def _parse_token(key: str, text: str) -> Any:
                 raise InvalidInput(f"stepped range {key}={text!r} needs start, stop and step")
             return range(nums[0], nums[1], nums[2])
         return slice(nums[0], nums[1])
+    if key in NUMBER_KEYS and re.fullmatch(r"-?\d+", text):
+        return int(text)
     return text
 
 

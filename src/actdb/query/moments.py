@@ -21,10 +21,16 @@ per panel; the diagonal block uses SYRK), the panels bounded by ``budget_bytes``
 total work is ``n·D²`` flops for ``D = Σ d_p`` and each representation is read once.
 
 ``precision="float64"`` (default) runs the products in float64 and matches the float64
-textbook formula to ~1e-14. ``precision="mixed"`` runs them in float32 on chunk rows that
-are first centred in float64 (error per chunk entry ≲ ε₃₂·√k·σ_pσ_q, accumulated in float64),
-twice as fast; the benchmark and ``tests/query/test_moments.py`` measure its error on
-activation-like data (≤ 1e-8 for CKA, see docs/measures.md).
+textbook formula to ~1e-14. ``precision="mixed"`` runs them in float32 (about twice the
+float64 rate): each chunk is centred by a float32-exact shift (float16/float32 input: ``x − c``
+is then the correctly rounded exact difference; float64 input is centred in float64 first),
+the products of each panel are accumulated into float64 per row sub-chunk, and the products
+among each rep's ``HEAVY_PER_REP`` largest-variance columns (chosen on the first chunk) are
+recomputed in float64 and replace the float32 ones: outlier dimensions dominate the Frobenius
+norms that CKA divides, and their float32 error would otherwise not average out. Below
+``MIXED_MIN_WIDTH`` total columns mixed uses float64 (cheap and exact). Measured CKA error vs
+float64: ≤ 1e-8 at every shape in ``tests/query/test_moments.py`` and ``bench/measures.py``
+(worst seen ~8e-9, on isotropic data with CKA ≈ 0.9999; ~1e-10 on activation-like data).
 """
 
 from __future__ import annotations
@@ -40,6 +46,11 @@ from actdb.errors import InvalidInput, NonFinite
 
 Precision = Literal["float64", "mixed"]
 DEFAULT_BUDGET_BYTES = 64 * 2**20
+#: With ``precision="mixed"``, totals of at most this many columns still use float64 products.
+MIXED_MIN_WIDTH = 256
+#: With ``precision="mixed"``, products among each rep's this-many largest-variance columns
+#: are recomputed in float64 (they dominate the Frobenius norms of outlier-heavy activations).
+HEAVY_PER_REP = 32
 _FORMAT_VERSION = 1
 
 
@@ -149,6 +160,7 @@ class Moments:
         self.q = q
         self.precision: Precision = _parse_precision(precision)
         self.budget_bytes = int(budget_bytes)
+        self._heavy: tuple[np.ndarray, list[np.ndarray], list[np.ndarray]] | None = None
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -203,8 +215,9 @@ class Moments:
     # ------------------------------------------------------------------ accumulation
     def update(self, chunks: Sequence[Any]) -> Moments:
         """Add one chunk of rows: ``chunks[p]`` is ``(rows, d_p)`` for rep p (numpy or torch,
-        any float dtype). Large chunks are split so float64 temporaries stay within
-        ``budget_bytes``. Returns ``self``."""
+        any float dtype). Large chunks are split so the working buffer (``rows × D`` in the
+        product dtype) stays within half of ``budget_bytes`` and the product panels within the
+        other half. Returns ``self``."""
         if len(chunks) != self.n_reps:
             raise InvalidInput(f"update needs {self.n_reps} arrays (one per rep), got {len(chunks)}")
         mats = [to_numpy(c, f"rep {p}") for p, c in enumerate(chunks)]
@@ -219,52 +232,135 @@ class Moments:
         if rows == 0:
             return self
         total = int(self.offsets[-1])
-        step = max(1, self.budget_bytes // (8 * total))
-        buf = np.empty((min(step, rows), total))
+        work = np.float32 if self._float32_products() else np.float64
+        step = max(1, self.budget_bytes // (2 * np.dtype(work).itemsize * total))
+        buf = np.empty((min(step, rows), total), dtype=work)
         for start in range(0, rows, step):
             part = [m[start:start + step] for m in mats]
             self._update_rows(part, buf[: part[0].shape[0]], row0=self.n)
         return self
 
+    def _float32_products(self) -> bool:
+        """Whether products run in float32: ``precision="mixed"`` and ``D`` large enough that
+        it pays (below ``MIXED_MIN_WIDTH`` total columns float64 is cheap and exact)."""
+        return self.precision == "mixed" and int(self.offsets[-1]) > MIXED_MIN_WIDTH
+
+    def _panels(self, work: type) -> list[tuple[int, int]]:
+        """Consecutive rep ranges ``[a, b)`` whose product panel ``(d_a..b) × D`` in the work
+        dtype fits in half of ``budget_bytes`` (at least one rep each)."""
+        total = int(self.offsets[-1])
+        cap = max(1, (self.budget_bytes // 2) // (np.dtype(work).itemsize * total))
+        out, a = [], 0
+        while a < self.n_reps:
+            b = a + 1
+            while b < self.n_reps and self.offsets[b + 1] - self.offsets[a] <= cap:
+                b += 1
+            out.append((a, b))
+            a = b
+        return out
+
     def _update_rows(self, mats: list[np.ndarray], u: np.ndarray, row0: int) -> None:
-        """Accumulate one sub-chunk; ``u`` is a float64 ``(rows, D)`` scratch buffer."""
-        for p, m in enumerate(mats):
-            u[:, self._slice(p)] = m
-        if not np.isfinite(u.sum()):  # cheap test first; locate the culprit only on failure
-            for p in range(self.n_reps):
-                check_all_finite(u[:, self._slice(p)], f"rep {p} (rows from {row0})")
+        """Accumulate one sub-chunk; ``u`` is a ``(rows, D)`` scratch buffer in the product
+        dtype (float64, or float32 for mixed precision)."""
+        work = u.dtype
+        mixed = work == np.float32
         if self.n == 0:
-            self.center = u.mean(axis=0)
-        u -= self.center
+            center = np.concatenate([np.asarray(m.mean(axis=0, dtype=np.float64)) for m in mats])
+            if not np.isfinite(center).all():
+                self._raise_non_finite(mats, row0)
+            if mixed:  # a float32-exact shift: x − c is then correctly rounded in float32
+                center = center.astype(np.float32).astype(np.float64)
+            self.center = center
+        c_work = self.center.astype(work)
+        if mixed and not np.array_equal(c_work, self.center):
+            # e.g. after a merge: move to a float32-exact shift first (exact algebra)
+            self._assign(self.recentered(c_work.astype(np.float64)))
+        for p, m in enumerate(mats):
+            sl = self._slice(p)
+            # float16/float32 (and small ints) subtract a float32 shift exactly-then-rounded;
+            # wider inputs are centred in float64 first, then rounded to the work dtype.
+            narrow = np.result_type(m.dtype, np.float32) == np.float32
+            with np.errstate(over="ignore", invalid="ignore"):  # checked just below
+                np.subtract(m, c_work[sl] if narrow else self.center[sl], out=u[:, sl],
+                            casting="same_kind")
+        with np.errstate(over="ignore", invalid="ignore"):
+            colsum = u.sum(axis=0, dtype=np.float64)
+        if not np.isfinite(colsum).all():
+            self._raise_non_finite(mats, row0)
         rho = np.stack(
             [np.einsum("ij,ij->i", u[:, self._slice(p)], u[:, self._slice(p)])
              for p in range(self.n_reps)],
             axis=1,
         )
+        rho64 = rho.astype(np.float64)
         self.n += u.shape[0]
-        self.sum_u += np.ones(u.shape[0]) @ u
-        self.w += rho.sum(axis=0)
+        self.sum_u += colsum
+        self.w += rho64.sum(axis=0)
         self.v += rho.T @ u
-        self.q += rho.T @ rho
-        gemm_in = u.astype(np.float32) if self.precision == "mixed" else u
-        for i in range(self.n_reps):
-            ui = gemm_in[:, self._slice(i)]
-            # Diagonal block: ui.T @ ui on the same buffer lets numpy use SYRK.
-            self.blocks[(i, i)] += ui.T @ ui
-            if i + 1 < self.n_reps:
-                rest = ui.T @ gemm_in[:, int(self.offsets[i + 1]):]
-                for j in range(i + 1, self.n_reps):
-                    lo = int(self.offsets[j] - self.offsets[i + 1])
-                    self.blocks[(i, j)] += rest[:, lo:lo + self.dims[j]]
+        self.q += rho64.T @ rho64
+        heavy = self._heavy_columns(u) if mixed else None
+        hh = None
+        if heavy is not None:
+            uh = u[:, heavy[0]].astype(np.float64)
+            hh = uh.T @ uh  # the heavy × heavy entries exactly (float32 products fit float64)
+        for a, b in self._panels(work):
+            lo, mid = int(self.offsets[a]), int(self.offsets[b])
+            g = u[:, lo:mid]
+            diag = g.T @ g  # same buffer transposed: numpy calls SYRK
+            rest = g.T @ u[:, mid:] if b < self.n_reps else None
+            for i in range(a, b):
+                r0 = int(self.offsets[i] - self.offsets[a])
+                for j in range(i, self.n_reps):
+                    src = diag if j < b else rest
+                    c0 = int(self.offsets[j] - (self.offsets[a] if j < b else self.offsets[b]))
+                    part = src[r0:r0 + self.dims[i], c0:c0 + self.dims[j]]  # type: ignore[index]
+                    self.blocks[(i, j)] += part
+                    if hh is not None and heavy is not None:
+                        hi, hj = heavy[1][i], heavy[1][j]
+                        pi, pj = heavy[2][i], heavy[2][j]
+                        self.blocks[(i, j)][np.ix_(hi, hj)] += (
+                            hh[np.ix_(pi, pj)] - part[np.ix_(hi, hj)]
+                        )
+
+    def _assign(self, other: Moments) -> None:
+        self.center, self.sum_u, self.blocks = other.center, other.sum_u, other.blocks
+        self.w, self.v, self.q = other.w, other.v, other.q
+
+    def _heavy_columns(self, u: np.ndarray) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
+        """The ``HEAVY_PER_REP`` largest-variance columns of each rep (chosen once, from the
+        first float32 chunk), as (global column indices, per-rep local indices, per-rep
+        positions in the global list). Their mutual products are computed in float64."""
+        if self._heavy is None:
+            var = u.var(axis=0, dtype=np.float64)
+            local, glob, pos, k = [], [], [], 0
+            for p in range(self.n_reps):
+                sl = self._slice(p)
+                h = min(HEAVY_PER_REP, self.dims[p])
+                idx = np.sort(np.argsort(var[sl], kind="stable")[::-1][:h])
+                local.append(idx)
+                glob.append(idx + sl.start)
+                pos.append(np.arange(k, k + h))
+                k += h
+            self._heavy = (np.concatenate(glob), local, pos)
+        return self._heavy
+
+    def _raise_non_finite(self, mats: list[np.ndarray], row0: int) -> None:
+        for p, m in enumerate(mats):
+            check_all_finite(np.asarray(m, dtype=np.float64), f"rep {p} (rows from {row0})")
+        raise InvalidInput(
+            "values overflow float32 products; use precision='float64' for data this large"
+        )
 
     # ------------------------------------------------------------------ exact algebra
     def copy(self) -> Moments:
-        return Moments(
+        out = Moments(
             self.dims, n=self.n, center=self.center.copy(), sum_u=self.sum_u.copy(),
             blocks={k: b.copy() for k, b in self.blocks.items()}, w=self.w.copy(),
             v=self.v.copy(), q=self.q.copy(), precision=self.precision,
             budget_bytes=self.budget_bytes,
         )
+        out._heavy = self._heavy
+        return out
 
     def recentered(self, new_center: np.ndarray) -> Moments:
         """The same statistics expressed around ``new_center`` ``(D,)`` (exact algebra).

@@ -126,8 +126,10 @@ class Task:
         return dict(self.params)
 
     @property
-    def cache_key(self) -> tuple[str, str, int, int, str]:
-        a, b = self.a.rep_id, self.b.rep_id
+    def cache_key(self) -> tuple[str, str, tuple[str, int], tuple[str, int], str]:
+        """(measure, params hash, (store, rep a), (store, rep b), row-space hash); a
+        symmetric measure's pair is ordered so (a, b) and (b, a) share one entry."""
+        a, b = self.a.key, self.b.key
         if get_measure(self.measure).symmetric and a > b:
             a, b = b, a
         return (self.measure, params_hash(self.params_dict), a, b, self.space.hash)
