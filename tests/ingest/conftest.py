@@ -57,12 +57,13 @@ def train_tokenizer(texts: list[str], folder: Path, vocab_size: int = 300) -> An
     return fast
 
 
-def tiny_config(kind: str, vocab_size: int, *, width: int = 32, layers: int = 2) -> Any:
+def tiny_config(kind: str, vocab_size: int, *, width: int = 32, layers: int = 2, mlp: int | None = None) -> Any:
     import transformers as tf
 
+    mlp = mlp or 2 * width
     if kind == "gpt_neox":
         return tf.GPTNeoXConfig(vocab_size=vocab_size, hidden_size=width, num_hidden_layers=layers,
-                                num_attention_heads=2, intermediate_size=2 * width, max_position_embeddings=64,
+                                num_attention_heads=2, intermediate_size=mlp, max_position_embeddings=64,
                                 rotary_pct=0.25, use_parallel_residual=True, hidden_act="gelu",
                                 architectures=["GPTNeoXForCausalLM"], tie_word_embeddings=False)
     if kind == "gpt2":
@@ -70,13 +71,13 @@ def tiny_config(kind: str, vocab_size: int, *, width: int = 32, layers: int = 2)
                              bos_token_id=0, eos_token_id=0, architectures=["GPT2LMHeadModel"])
     if kind == "llama":
         return tf.LlamaConfig(vocab_size=vocab_size, hidden_size=width, num_hidden_layers=layers,
-                              num_attention_heads=2, num_key_value_heads=1, intermediate_size=2 * width,
+                              num_attention_heads=2, num_key_value_heads=1, intermediate_size=mlp,
                               max_position_embeddings=64, architectures=["LlamaForCausalLM"])
     raise ValueError(kind)
 
 
 def make_sweep(kind: str, folder: Path, texts: list[str], *, steps: tuple[int, ...] = (0, 4, 8),
-               width: int = 32, layers: int = 2, seed: int = 0) -> Path:
+               width: int = 32, layers: int = 2, mlp: int | None = None, seed: int = 0) -> Path:
     """Train a tiny ``kind`` model, saving ``checkpoint-S`` for each S in ``steps``."""
     import torch
     import transformers as tf
@@ -87,7 +88,7 @@ def make_sweep(kind: str, folder: Path, texts: list[str], *, steps: tuple[int, .
     folder.mkdir(parents=True, exist_ok=True)
     tok = train_tokenizer(texts, folder / "_tokenizer")
     torch.manual_seed(seed)
-    model = tf.AutoModelForCausalLM.from_config(tiny_config(kind, len(tok), width=width, layers=layers))
+    model = tf.AutoModelForCausalLM.from_config(tiny_config(kind, len(tok), width=width, layers=layers, mlp=mlp))
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     enc = tok(texts[:64], truncation=True, max_length=32, padding="max_length", return_tensors="pt") \
         if tok.pad_token else None

@@ -224,6 +224,12 @@ def _run_moments(db: Database, tasks: list[Task], sources: dict[tuple[str, int],
     for t in tasks:
         gi, gj = sorted((group_of[t.a.key], group_of[t.b.key]))
         needed[(gi, gj)].append(t)
+    # a group's own pairs ride along with any cross-group pass that already reads it
+    for gi in range(len(groups)):
+        if (gi, gi) in needed:
+            host = next((k for k in needed if gi in k and k[0] != k[1]), None)
+            if host is not None:
+                needed[host] += needed.pop((gi, gi))
     out: dict[tuple[Any, ...], Value] = {}
     for (gi, gj), ts in needed.items():
         members = groups[gi] + (groups[gj] if gj != gi else [])

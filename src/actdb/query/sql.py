@@ -9,8 +9,10 @@ first, so a hostile query is refused with a clear message before it reaches the 
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -86,37 +88,49 @@ def _limit(table: pa.Table, max_rows: int | None) -> pa.Table:
 
 def _duckdb(store: Store, query: str, max_rows: int | None, timeout: float | None,
             functions: dict[str, Any]) -> pa.Table:
+    with readonly_duckdb(store, functions) as con:
+        return fetch(con, query, max_rows, timeout)
+
+
+@contextlib.contextmanager
+def readonly_duckdb(store: Store, functions: dict[str, Any] | None = None) -> Iterator[Any]:
+    """A read-only DuckDB connection on the catalog with file and network access off and
+    the configuration locked; ``functions`` (name -> (fn, param types, return type)) are
+    registered first as vectorised Arrow UDFs."""
+    con = _connect_duckdb(store, str(store.path / "catalog.duckdb"))
+    try:
+        for name, (fn, params, ret) in (functions or {}).items():
+            con.create_function(name, fn, params, ret, type="arrow", null_handling="special", side_effects=True)
+        yield con
+    finally:
+        con.close()
+
+
+def fetch(con: Any, query: str, max_rows: int | None, timeout: float | None) -> pa.Table:
+    """Run ``query`` on ``con`` with a row limit and a time limit (interrupting it)."""
     import duckdb
 
-    path = str(store.path / "catalog.duckdb")
-    con = _connect_duckdb(store, path)
     timer = None
+    if timeout:
+        timer = threading.Timer(timeout, con.interrupt)
+        timer.start()
     try:
-        for name, (fn, params, ret) in functions.items():
-            con.create_function(name, fn, params, ret, type="arrow", null_handling="special", side_effects=True)
-        con.execute("SET enable_external_access = false")
-        con.execute("SET lock_configuration = true")
-        if timeout:
-            timer = threading.Timer(timeout, con.interrupt)
-            timer.start()
-        try:
-            reader = con.sql(query).to_arrow_reader(min(max_rows or 100_000, 100_000) + 1)
-            batches, rows = [], 0
-            for batch in reader:
-                batches.append(batch)
-                rows += batch.num_rows
-                if max_rows is not None and rows > max_rows:
-                    break
-            table = pa.Table.from_batches(batches, schema=reader.schema)
-        except duckdb.InterruptException:
-            raise InvalidInput(f"query ran longer than the {timeout:g} s time limit and was stopped") from None
-        except duckdb.Error as exc:
-            raise InvalidInput(f"SQL error: {str(exc).splitlines()[0]}") from None
-        return _limit(table, max_rows)
+        reader = con.sql(query).to_arrow_reader(min(max_rows or 100_000, 100_000) + 1)
+        batches, rows = [], 0
+        for batch in reader:
+            batches.append(batch)
+            rows += batch.num_rows
+            if max_rows is not None and rows > max_rows:
+                break
+        table = pa.Table.from_batches(batches, schema=reader.schema)
+    except duckdb.InterruptException:
+        raise InvalidInput(f"query ran longer than the {timeout:g} s time limit and was stopped") from None
+    except duckdb.Error as exc:
+        raise InvalidInput(f"SQL error: {str(exc).splitlines()[0]}") from None
     finally:
         if timer is not None:
             timer.cancel()
-        con.close()
+    return _limit(table, max_rows)
 
 
 def _connect_duckdb(store: Store, path: str) -> Any:
@@ -130,7 +144,8 @@ def _connect_duckdb(store: Store, path: str) -> Any:
     delay = 0.01
     while True:
         try:
-            return duckdb.connect(path, read_only=True)
+            return duckdb.connect(path, read_only=True,
+                                  config={"enable_external_access": False, "lock_configuration": True})
         except duckdb.Error as exc:
             if not is_lock_error(exc) or time.monotonic() > deadline:
                 if is_lock_error(exc):
@@ -165,10 +180,12 @@ def sql_with_dissim(db: Any, query: str, *, max_rows: int | None = DEFAULT_MAX_R
                     timeout: float | None = None) -> pa.Table:
     """Run ``query``; calls of ``dissim(measure, rep_a, rep_b)`` in it are computed lazily.
 
-    Two passes: the first runs the query with a ``dissim`` that only records what is asked
-    (returning NULL), then every requested (measure, rep_a, rep_b) is computed in ONE plan
-    (cached values are lookups) and the query runs again with the values filled in.
+    The query first runs with a ``dissim`` that only records what is asked (returning
+    NULL); the requested values are looked up in the results cache on the same
+    connection; whatever is missing is computed in ONE plan (and cached); then the query
+    runs again with the values filled in. A fully cached query opens the catalog once.
     """
+    check_select(query, dialect="postgres" if db.catalog.dialect == "postgresql" else "duckdb")
     if not _DISSIM.search(query):
         return run_sql(db, query, max_rows=max_rows, timeout=timeout)
     if db.catalog.dialect != "duckdb":
@@ -176,26 +193,57 @@ def sql_with_dissim(db: Any, query: str, *, max_rows: int | None = DEFAULT_MAX_R
                            "db.reps(...).compare(...) and read the results from the dissimilarities view")
     import duckdb
 
-    requests: set[tuple[str, int, int]] = set()
+    missing: set[tuple[str, int, int]] = set()
+    values: dict[tuple[str, int, int], float] = {}
 
-    def record(measure: Any, a: Any, b: Any) -> Any:
+    def dissim(measure: Any, a: Any, b: Any) -> Any:
+        out = []
         for m, x, y in zip(measure.to_pylist(), a.to_pylist(), b.to_pylist()):
-            if m is not None and x is not None and y is not None:
-                requests.add((str(m), int(x), int(y)))
-        return pa.nulls(len(measure), pa.float64())
-
-    types = [duckdb.sqltype("VARCHAR"), duckdb.sqltype("BIGINT"), duckdb.sqltype("BIGINT")]
-    run_sql(db, query, max_rows=None, timeout=timeout,
-            functions={"dissim": (record, types, duckdb.sqltype("DOUBLE"))})
-    values = compute_requests(db, requests)
-
-    def lookup(measure: Any, a: Any, b: Any) -> Any:
-        out = [None if m is None or x is None or y is None else values[(str(m), int(x), int(y))]
-               for m, x, y in zip(measure.to_pylist(), a.to_pylist(), b.to_pylist())]
+            if m is None or x is None or y is None:
+                out.append(None)
+                continue
+            key = (str(m), int(x), int(y))
+            if key not in values:
+                missing.add(key)
+            out.append(values.get(key))
         return pa.array(out, pa.float64())
 
-    return run_sql(db, query, max_rows=max_rows, timeout=timeout,
-                   functions={"dissim": (lookup, types, duckdb.sqltype("DOUBLE"))})
+    fns = {"dissim": (dissim, [duckdb.sqltype("VARCHAR"), duckdb.sqltype("BIGINT"), duckdb.sqltype("BIGINT")],
+                      duckdb.sqltype("DOUBLE"))}
+    with readonly_duckdb(db, fns) as con:
+        values.update(_cached(con))
+        table = fetch(con, query, max_rows if not missing else None, timeout)
+        if not missing:  # everything was cached: one pass
+            return table
+    values.update(compute_requests(db, set(missing)))
+    missing.clear()
+    with readonly_duckdb(db, fns) as con:
+        return fetch(con, query, max_rows, timeout)
+
+
+PREFETCH_LIMIT = 200_000
+
+
+def _cached(con: Any) -> dict[tuple[str, int, int], float]:
+    """Default-parameter, all-rows values of the results cache, by (measure, a, b), both
+    orientations for symmetric measures (empty when the cache is too large to prefetch:
+    then every value is computed or looked up by the plan)."""
+    from actdb.query.measures import REGISTRY
+    from actdb.query.plan import params_hash
+
+    if con.execute("SELECT count(*) FROM result WHERE subset_hash = 'all'").fetchone()[0] > PREFETCH_LIMIT:
+        return {}
+    defaults = {name: (params_hash(spec.resolve_params({})), spec.symmetric) for name, spec in REGISTRY.items()}
+    out = {}
+    for m, ph, a, b, v in con.execute(
+            "SELECT measure, params_hash, rep_a, rep_b, value FROM result WHERE subset_hash = 'all'").fetchall():
+        default = defaults.get(m)
+        if default is None or default[0] != ph:
+            continue
+        out[(m, a, b)] = v
+        if default[1]:
+            out[(m, b, a)] = v
+    return out
 
 
 def compute_requests(db: Any, requests: set[tuple[str, int, int]]) -> dict[tuple[str, int, int], float]:

@@ -1,0 +1,174 @@
+"""How the server shares one store between concurrent requests.
+
+The server is the single owner of its store. Three rules:
+
+* **Keep the DuckDB file open.** Each catalog transaction opens the file (~15 ms) unless
+  the process already holds it; the server keeps one idle connection open for its
+  lifetime, so a transaction costs well under a millisecond.
+* **Read-only SQL runs alone.** ``Database.sql`` opens DuckDB read-only, which DuckDB
+  refuses while this process holds the file read-write; so ``/v1/sql`` takes the gate
+  exclusively (waits for running requests, closes the kept connection, runs, reopens).
+  Every other request holds the gate shared. With PostgreSQL there is nothing to close
+  and SQL runs shared.
+* **Compute once, write one at a time.** A comparison whose values are all cached is a
+  lookup and runs concurrently. One that needs computing first locks each missing
+  result's cache key (sorted, so two requests never deadlock), then the write lock;
+  a request that waited for another request computing the same pair finds it cached
+  and does not compute it again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from actdb.errors import InvalidInput
+
+
+class RWLock:
+    """Many readers or one writer; a waiting writer blocks new readers (no starvation)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writer = False
+        self._waiting = 0
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[None]:
+        with self._cond:
+            while self._writer or self._waiting:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                if not self._readers:
+                    self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[None]:
+        with self._cond:
+            self._waiting += 1
+            try:
+                while self._writer or self._readers:
+                    self._cond.wait()
+            finally:
+                self._waiting -= 1
+            self._writer = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writer = False
+                self._cond.notify_all()
+
+
+class KeyLocks:
+    """One lock per key, created on demand and dropped when nobody holds or waits on it."""
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._locks: dict[Any, list[Any]] = {}  # key -> [lock, users]
+
+    @contextlib.contextmanager
+    def hold(self, keys: list[Any]) -> Iterator[None]:
+        held = []
+        try:
+            for key in sorted(set(keys)):
+                with self._mutex:
+                    entry = self._locks.setdefault(key, [threading.Lock(), 0])
+                    entry[1] += 1
+                entry[0].acquire()
+                held.append(key)
+            yield
+        finally:
+            for key in reversed(held):
+                with self._mutex:
+                    entry = self._locks[key]
+                    entry[0].release()
+                    entry[1] -= 1
+                    if not entry[1]:
+                        del self._locks[key]
+
+    def __len__(self) -> int:
+        with self._mutex:
+            return len(self._locks)
+
+
+class Gate:
+    """Shared/exclusive access to one Database for the server's worker threads."""
+
+    def __init__(self, db: Any, *, max_values: int = 20_000):
+        self.db = db
+        self.max_values = max_values
+        self.is_duckdb = db.catalog.dialect == "duckdb"
+        self._rw = RWLock()
+        self._write = threading.Lock()
+        self._keys = KeyLocks()
+        self._keeper: Any = None
+        self._keeper_mutex = threading.Lock()
+        self.computations = 0  # comparisons that computed something (for tests and /healthz)
+
+    # ------------------------------------------------------------- the kept file
+    def open(self) -> None:
+        """Hold the DuckDB catalog open (no-op for other catalogs)."""
+        if not self.is_duckdb:
+            return
+        with self._keeper_mutex:
+            if self._keeper is None:
+                with self.db.catalog.connect() as conn:  # busy handling and errors as usual
+                    conn.exec_driver_sql("SELECT 1")
+                self._keeper = self.db.catalog.engine.connect()
+
+    def close(self) -> None:
+        with self._keeper_mutex:
+            if self._keeper is not None:
+                self._keeper.close()
+                self._keeper = None
+
+    # ------------------------------------------------------------------- access
+    @contextlib.contextmanager
+    def shared(self) -> Iterator[Any]:
+        with self._rw.read():
+            yield self.db
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[Any]:
+        """Sole access with the kept connection closed (DuckDB); shared otherwise."""
+        if not self.is_duckdb:
+            with self._rw.read():
+                yield self.db
+            return
+        with self._rw.write():
+            was_open = self._keeper is not None
+            self.close()
+            try:
+                yield self.db
+            finally:
+                if was_open:
+                    self.open()
+
+    # ------------------------------------------------------------------ compute
+    def compute(self, comparison: Any) -> Any:
+        """Compute a comparison: lookups concurrently, missing values once each."""
+        from actdb.query.executor import cached_values, run_plan
+
+        with self.shared():
+            tasks = comparison.tasks()
+            if len(tasks) > self.max_values:
+                raise InvalidInput(f"the comparison asks for {len(tasks):,} values; this server computes at most "
+                                   f"{self.max_values:,} per request: narrow the selections or use pairs=same_layer")
+            cached = cached_values(self.db, tasks)
+            missing = [t.cache_key for t in tasks if t.cache_key not in cached]
+            if not missing:
+                return run_plan(self.db, tasks)
+            with self._keys.hold(missing), self._write:
+                result = run_plan(self.db, tasks)
+                if any(not r["cached"] for r in result.rows):
+                    self.computations += 1
+                return result

@@ -1,0 +1,175 @@
+"""Request and response bodies of the HTTP API (they make the OpenAPI schema)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+FilterValue = Union[str, int, list[Union[str, int]]]
+Selection = Union[str, dict[str, FilterValue]]
+ParamValue = Union[bool, int, float, str]
+
+
+class ErrorOut(BaseModel):
+    """Every error: a message that says what to do, and the error's type name."""
+
+    error: str = Field(description="What went wrong and what to do next.")
+    type: str = Field(description="Error class: NotFound, InvalidInput, UnsafeQuery, ReadOnly, StoreBusy, "
+                                  "Unauthorized, ValidationError, ...")
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    version: str
+    store: str
+    catalog: str
+    read_only: bool
+
+
+class ModelOut(BaseModel):
+    id: int
+    name: str
+    family: str | None = None
+    architecture: str | None = None
+    width: int | None = None
+    depth: int | None = None
+
+
+class CheckpointOut(BaseModel):
+    id: int
+    model: str
+    name: str
+    step: int | None = None
+    tokens_seen: int | None = None
+    weights_hash: str | None = None
+    duplicate_of: str | None = None
+
+
+class RepOut(BaseModel):
+    rep_id: int
+    model: str
+    checkpoint: str
+    step: int | None = None
+    dataset: str
+    site: str
+    layer: int | None = None
+    pooling: str
+    tokenizer: str | None = None
+    n_rows: int
+    dim: int
+    dtype: str
+
+
+class CompareRequest(BaseModel):
+    """The body of ``POST /v1/compare``: the same arguments as
+    ``db.reps(**a).compare(db.reps(**b), measure=..., pairs=..., subset=..., align=..., **params)``."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"a": "model=pythia-70m,checkpoint=final", "b": {"model": "pythia-70m", "checkpoint": "step1000"},
+         "measure": "linear_cka", "pairs": "same_layer"}]})
+
+    a: Selection = Field(default="", description="Selection A: a filter string ('model=x,checkpoint=step*,"
+                                                 "layer=2:6') or an object of filters (a list = alternatives).")
+    b: Selection | None = Field(default=None, description="Selection B (default: A itself).")
+    measure: str | list[str] = Field(default="linear_cka", description="One measure or several.")
+    pairs: str = Field(default="all", description="all | same_layer | zip | consecutive | to_reference[:NAME]")
+    subset: str | None = Field(default=None, description="SQL predicate over token/example columns.")
+    align: str | None = Field(default=None, description="example:mean | example:first | example:last | word")
+    params: dict[str, ParamValue] = Field(default_factory=dict, description="Measure parameters.")
+
+
+class CompareRow(BaseModel):
+    measure: str
+    kind: str
+    value: float
+    stderr: float | None = None
+    n: int
+    model_a: str
+    checkpoint_a: str
+    step_a: int | None = None
+    site_a: str
+    layer_a: int | None = None
+    pooling_a: str
+    rep_id_a: int
+    store_a: str
+    model_b: str
+    checkpoint_b: str
+    step_b: int | None = None
+    site_b: str
+    layer_b: int | None = None
+    pooling_b: str
+    rep_id_b: int
+    store_b: str
+    dataset: str
+    subset: str | None = None
+    align: str | None = None
+    route: str
+    cached: bool
+    seconds: float
+    params: str
+
+
+class CompareOut(BaseModel):
+    rows: list[CompareRow]
+
+
+class ResultRow(BaseModel):
+    """One row of the ``dissimilarities`` view (documented column by column in the README)."""
+
+    result_id: int
+    measure: str
+    kind: str
+    value: float
+    stderr: float | None = None
+    n: int
+    model_a: str
+    checkpoint_a: str
+    step_a: int | None = None
+    site_a: str
+    layer_a: int | None = None
+    pooling_a: str
+    rep_a: int
+    model_b: str
+    checkpoint_b: str
+    step_b: int | None = None
+    site_b: str
+    layer_b: int | None = None
+    pooling_b: str
+    rep_b: int
+    dataset: str
+    subset: str | None = None
+    params: str | None = None
+    extra: str | None = None
+    seconds: float | None = None
+    computed_at: datetime | None = None
+
+
+class ResultsOut(BaseModel):
+    rows: list[ResultRow]
+    total: int = Field(description="Rows matching the filters, over all pages.")
+    limit: int
+    offset: int
+    next_offset: int | None = Field(description="Offset of the next page; null on the last page.")
+
+
+class SqlRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"query": "SELECT model, count(*) AS n FROM reps GROUP BY model"}]})
+
+    query: str = Field(description="One read-only SELECT over the catalog views.")
+    max_rows: int | None = Field(default=None, ge=1, description="Row limit (at most the server's).")
+    timeout: float | None = Field(default=None, gt=0, description="Time limit in seconds (at most the server's).")
+
+
+class SqlOut(BaseModel):
+    columns: list[str]
+    rows: list[dict[str, Any]]
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    text = {400: "Invalid input (bad filter, measure, SQL, ...)", 401: "Missing or wrong API key",
+            403: "Not allowed (read-only server)", 404: "Not found", 422: "Malformed request",
+            503: "Store busy"}
+    return {c: {"model": ErrorOut, "description": text[c]} for c in codes}

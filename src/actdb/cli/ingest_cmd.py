@@ -1,0 +1,58 @@
+"""``actdb ingest``: run a model or a checkpoint sweep over texts into a store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from actdb.cli._common import app, open_store, usage_error
+
+
+@app.command()
+def ingest(
+    store: Annotated[Path, typer.Argument(help="Path of the store directory (created if new).")],
+    model: Annotated[str, typer.Option("--model", "-m", help="Model folder or hub id (offline: local cache); "
+                                       "with --checkpoint/--checkpoints-dir, also the hub id revisions refer to.")],
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset name (stored, or created from --texts).")],
+    texts: Annotated[Optional[Path], typer.Option("--texts", "-t", help="Texts: .txt (one per line), .jsonl, "
+                                                  ".csv or .parquet (UTF-8).")] = None,
+    text_column: Annotated[str, typer.Option(help="Text column of a .jsonl/.csv/.parquet file.")] = "text",
+    label_column: Annotated[Optional[str], typer.Option(help="Label column, if any.")] = None,
+    name: Annotated[Optional[str], typer.Option(help="Model name in the store (default: folder name or hub id).")] = None,
+    checkpoint: Annotated[Optional[list[str]], typer.Option(
+        "--checkpoint", "-c", help="NAME=PATH_OR_REVISION; repeat for a sweep.")] = None,
+    checkpoints_dir: Annotated[Optional[Path], typer.Option(
+        help="Folder whose checkpoint-*/step* subfolders are the checkpoints.")] = None,
+    revision: Annotated[Optional[str], typer.Option(help="Hub revision of --model (one checkpoint).")] = None,
+    site: Annotated[Optional[list[str]], typer.Option(
+        "--site", "-s", help="hidden.*, hidden.N, hidden.-1 or a module path/glob; repeatable. Default hidden.*")] = None,
+    pooling: Annotated[str, typer.Option(help="Comma-separated: token, mean, first, last.")] = "token",
+    batch_size: Annotated[int, typer.Option(help="Texts per forward pass (keep it when resuming).")] = 32,
+    max_length: Annotated[Optional[int], typer.Option(help="Tokens per text; longer texts are truncated.")] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
+    dtype: Annotated[str, typer.Option(help="Stored dtype: float16, bfloat16 or float32.")] = "float16",
+    model_dtype: Annotated[Optional[str], typer.Option(help="Compute dtype (default: the checkpoint's).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Run a transformers model (or a checkpoint sweep) over a dataset and store its activations.
+
+    Interrupted runs resume where they stopped; re-running a finished one does nothing.
+
+    Examples:
+      actdb ingest ./store --model ./minilm --dataset docs --texts docs.txt --pooling token,mean
+      actdb ingest ./store --model pythia-tiny --dataset docs --checkpoints-dir ./runs --site 'hidden.*' --site '*.mlp.act'
+    """
+    if checkpoint and checkpoints_dir:
+        raise usage_error("give either --checkpoint (repeatable) or --checkpoints-dir, not both")
+    checkpoints: object = checkpoint or (checkpoints_dir if checkpoints_dir else None)
+    db = open_store(store, read_only=False)
+    try:
+        result = db.ingest(model, dataset, texts=texts, text_column=text_column, label_column=label_column,
+                           name=name, checkpoints=checkpoints, revision=revision, sites=site or ["hidden.*"],
+                           pooling=pooling, batch_size=batch_size, max_length=max_length, device=device,
+                           dtype=dtype, model_dtype=model_dtype, quiet=quiet)
+    finally:
+        db.close()
+    typer.echo(result.summary())

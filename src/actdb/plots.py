@@ -1,0 +1,295 @@
+"""Plots of comparison results: heatmaps, training trajectories, small multiples.
+
+Every function takes the rows of a computed comparison (a :class:`~actdb.query.ResultSet`,
+its ``.rows``, or an Arrow table of them) and returns a :class:`matplotlib.figure.Figure`
+built without ``pyplot``, so no global figure state is created or leaked; save it with
+:func:`save` (PNG or SVG) or :func:`render` (bytes).
+
+Readable defaults: a perceptual colormap (viridis), a fixed 0-1 colour range for
+similarities, titles naming the measure and the number of rows ``n`` the values were
+computed on, axis labels naming the model, checkpoint and layer, and the values written
+in the cells of small heatmaps.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from actdb.errors import InvalidInput
+
+ImageFormat = Literal["png", "svg"]
+ANNOTATE_MAX_CELLS = 144  # write values into cells up to a 12 x 12 matrix
+CMAP = "viridis"
+
+
+# ---------------------------------------------------------------- row handling
+def _rows(results: Any) -> list[dict[str, Any]]:
+    if hasattr(results, "to_pylist"):  # pyarrow.Table
+        return list(results.to_pylist())
+    if hasattr(results, "rows"):  # ResultSet
+        return list(results.rows)
+    return list(results)
+
+
+def _one_measure(rows: list[dict[str, Any]], measure: str | None) -> tuple[str, list[dict[str, Any]]]:
+    if not rows:
+        raise InvalidInput("nothing to plot: the comparison has no rows (check the selections' filters)")
+    measures = list(dict.fromkeys(r["measure"] for r in rows))
+    if measure is None:
+        if len(measures) > 1:
+            raise InvalidInput(f"the rows hold {len(measures)} measures ({', '.join(measures)}); "
+                               "name the one to plot with measure=...")
+        measure = measures[0]
+    picked = [r for r in rows if r["measure"] == measure]
+    if not picked:
+        raise InvalidInput(f"no rows for measure {measure!r}; the rows hold {', '.join(measures)}")
+    return measure, picked
+
+
+def _n_text(rows: Iterable[dict[str, Any]]) -> str:
+    ns = sorted({int(r["n"]) for r in rows if r.get("n") is not None})
+    if not ns:
+        return ""
+    return f"n={ns[0]:,}" if len(ns) == 1 else f"n={ns[0]:,}-{ns[-1]:,}"
+
+
+def _kind(rows: list[dict[str, Any]]) -> str:
+    return str(rows[0].get("kind") or "similarity")
+
+
+def _side_key(row: dict[str, Any], side: str) -> tuple[Any, ...]:
+    return tuple(row.get(f"{k}_{side}") for k in ("store", "model", "checkpoint", "site", "pooling"))
+
+
+def _site_label(row: dict[str, Any], side: str, varying: set[str]) -> str:
+    parts = []
+    if "model" in varying:
+        parts.append(str(row.get(f"model_{side}")))
+    if "checkpoint" in varying:
+        parts.append(str(row.get(f"checkpoint_{side}")))
+    layer, site = row.get(f"layer_{side}"), str(row.get(f"site_{side}"))
+    parts.append(f"L{layer}" if layer is not None and site == f"hidden.{layer}" else site)
+    if "pooling" in varying:
+        parts[-1] += f" [{row.get(f'pooling_{side}')}]"
+    return "/".join(parts)
+
+
+def _axis_title(rows: list[dict[str, Any]], side: str, varying: set[str]) -> str:
+    fixed = []
+    for key in ("model", "checkpoint"):
+        if key not in varying:
+            fixed.append(f"{key} {rows[0].get(f'{key}_{side}')}")
+    what = "layer" if all(r.get(f"layer_{side}") is not None for r in rows) else "site"
+    return f"{side.upper()}: {what}" + (f" ({', '.join(fixed)})" if fixed else "")
+
+
+def _varying(rows: list[dict[str, Any]], side: str) -> set[str]:
+    return {k for k in ("model", "checkpoint", "pooling") if len({r.get(f"{k}_{side}") for r in rows}) > 1}
+
+
+def _norm(kind: str, values: Sequence[float]) -> tuple[float, float]:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    if kind == "similarity" and all(-1e-9 <= v <= 1 + 1e-9 for v in finite):
+        return 0.0, 1.0
+    if not finite:
+        return 0.0, 1.0
+    lo, hi = min(0.0, min(finite)), max(finite)
+    return lo, hi if hi > lo else lo + 1.0
+
+
+def new_figure(width: float, height: float) -> Any:
+    """A Figure on an Agg canvas (no pyplot, no global state)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+# ------------------------------------------------------------------- heatmaps
+def _matrix(rows: list[dict[str, Any]]) -> tuple[list[str], list[str], list[list[float]], str, str]:
+    import numpy as np
+
+    va, vb = _varying(rows, "a"), _varying(rows, "b")
+    ya: dict[tuple[Any, ...], str] = {}
+    xb: dict[tuple[Any, ...], str] = {}
+    for r in rows:
+        ya.setdefault(_side_key(r, "a"), _site_label(r, "a", va))
+        xb.setdefault(_side_key(r, "b"), _site_label(r, "b", vb))
+    yi = {k: i for i, k in enumerate(ya)}
+    xi = {k: i for i, k in enumerate(xb)}
+    mat = np.full((len(ya), len(xb)), np.nan)
+    for r in rows:
+        mat[yi[_side_key(r, "a")], xi[_side_key(r, "b")]] = r["value"]
+    return list(ya.values()), list(xb.values()), mat.tolist(), _axis_title(rows, "a", va), _axis_title(rows, "b", vb)
+
+
+def _draw_heatmap(ax: Any, rows: list[dict[str, Any]], measure: str, vmin: float, vmax: float,
+                  annotate: bool | None, title: str | None) -> Any:
+    import numpy as np
+
+    ylabels, xlabels, mat, ytitle, xtitle = _matrix(rows)
+    data = np.ma.masked_invalid(np.asarray(mat, dtype=float))
+    image = ax.imshow(data, cmap=CMAP, vmin=vmin, vmax=vmax, aspect="auto", interpolation="nearest")
+    ax.set_xticks(range(len(xlabels)), labels=xlabels, rotation=45 if max(map(len, xlabels)) > 4 else 0,
+                  ha="right" if max(map(len, xlabels)) > 4 else "center")
+    ax.set_yticks(range(len(ylabels)), labels=ylabels)
+    ax.set_xlabel(xtitle)
+    ax.set_ylabel(ytitle)
+    ax.set_title(title if title is not None else f"{measure} ({_n_text(rows)})")
+    if annotate is None:
+        annotate = data.size <= ANNOTATE_MAX_CELLS
+    if annotate:
+        cmap = image.get_cmap()
+        for i in range(data.shape[0]):
+            for j in range(data.shape[1]):
+                if data.mask is not np.ma.nomask and data.mask[i, j]:
+                    continue
+                v = float(data[i, j])
+                r, g, b, _ = cmap((v - vmin) / (vmax - vmin) if vmax > vmin else 0.5)
+                light = 0.299 * r + 0.587 * g + 0.114 * b > 0.5
+                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8,
+                        color="black" if light else "white")
+    return image
+
+
+def heatmap(results: Any, *, measure: str | None = None, annotate: bool | None = None,
+            title: str | None = None) -> Any:
+    """A site x site matrix of one measure: rows are the A side's reps, columns the B side's.
+
+    ``results``: a ResultSet / rows / Arrow table of a comparison (typically
+    ``a.compare(b, pairs="all")``). Similarities use a fixed 0-1 colour range; cells carry
+    their values when the matrix has at most 144 cells (``annotate`` overrides).
+    """
+    measure, rows = _one_measure(_rows(results), measure)
+    ylabels, xlabels, *_ = _matrix(rows)
+    width = min(16.0, 3.0 + 0.55 * len(xlabels))
+    height = min(14.0, 2.5 + 0.45 * len(ylabels))
+    fig = new_figure(max(width, 5.0), max(height, 4.0))
+    ax = fig.add_subplot()
+    vmin, vmax = _norm(_kind(rows), [r["value"] for r in rows])
+    image = _draw_heatmap(ax, rows, measure, vmin, vmax, annotate, title)
+    fig.colorbar(image, ax=ax, label=f"{measure} ({_kind(rows)})")
+    return fig
+
+
+def grid(results: Any, *, measure: str | None = None, by: str = "checkpoint", columns: int | None = None,
+         title: str | None = None) -> Any:
+    """Small multiples: one heatmap per value of ``by`` on the A side (``checkpoint`` by
+    default, ordered by training step), sharing one colour scale and one colour bar."""
+    if by not in ("checkpoint", "model", "dataset"):
+        raise InvalidInput(f"grid(by={by!r}): choose checkpoint, model or dataset")
+    measure, rows = _one_measure(_rows(results), measure)
+    key = "dataset" if by == "dataset" else f"{by}_a"
+    groups: dict[Any, list[dict[str, Any]]] = {}
+    order = sorted(rows, key=lambda r: (r.get("step_a") is None, r.get("step_a") or 0)) if by == "checkpoint" else rows
+    for r in order:
+        groups.setdefault(r.get(key), []).append(r)
+    n = len(groups)
+    cols = columns or min(n, 4)
+    nrows = math.ceil(n / cols)
+    sizes = [len(_matrix(g)[1]) for g in groups.values()]
+    cell = min(4.0, 1.6 + 0.3 * max(sizes))
+    fig = new_figure(cell * cols + 1.5, cell * nrows + 0.8)
+    vmin, vmax = _norm(_kind(rows), [r["value"] for r in rows])
+    axes = fig.subplots(nrows, cols, squeeze=False)
+    image = None
+    for i, (ax, (value, g)) in enumerate(zip(axes.flat, groups.items())):
+        step = g[0].get("step_a") if by == "checkpoint" else None
+        label = f"{by} {value}" + (f" (step {step:,})" if step is not None and str(step) not in str(value) else "")
+        image = _draw_heatmap(ax, g, measure, vmin, vmax, annotate=len(sizes) <= 4 and max(sizes) <= 6,
+                              title=f"{label}, {_n_text(g)}")
+        # the panel title names the group: keep the axis titles short, and only on the outer panels
+        ax.set_ylabel(ax.get_ylabel().split(" (")[0] if i % cols == 0 else "")
+        ax.set_xlabel(ax.get_xlabel().split(" (")[0] if i >= n - cols else "")
+    for ax in list(axes.flat)[n:]:
+        ax.set_axis_off()
+    fig.suptitle(title if title is not None else f"{measure} by {by} ({_n_text(rows)})")
+    if image is not None:
+        fig.colorbar(image, ax=axes, label=f"{measure} ({_kind(rows)})", shrink=0.8)
+    return fig
+
+
+# ---------------------------------------------------------------- trajectory
+def trajectory(results: Any, *, measure: str | None = None, title: str | None = None,
+               log_x: bool | None = None) -> Any:
+    """A measure against training step (the A side's ``step``), one line per layer (site).
+
+    ``results`` usually comes from ``sel.compare(pairs="to_reference:final")`` or
+    ``pairs="consecutive"``. The x axis is logarithmic when steps span more than two decades
+    (symlog when step 0 is present) unless ``log_x`` says otherwise.
+    """
+    measure, rows = _one_measure(_rows(results), measure)
+    rows = [r for r in rows if r.get("step_a") is not None]
+    if not rows:
+        raise InvalidInput("trajectory needs checkpoints with step numbers on the A side; these have none")
+    lines: dict[tuple[Any, ...], list[tuple[int, float]]] = {}
+    labels: dict[tuple[Any, ...], str] = {}
+    models = {r.get("model_a") for r in rows}
+    for r in rows:
+        k = (r.get("model_a"), r.get("layer_a") if r.get("layer_a") is not None else -1, r.get("site_a"))
+        lines.setdefault(k, []).append((int(r["step_a"]), float(r["value"])))
+        site = str(r.get("site_a"))
+        base = f"layer {r['layer_a']}" if r.get("layer_a") is not None and site == f"hidden.{r['layer_a']}" else site
+        labels[k] = (f"{r.get('model_a')} " if len(models) > 1 else "") + base
+    from matplotlib import colormaps
+
+    fig = new_figure(7.5, 4.8)
+    ax = fig.add_subplot()
+    cmap = colormaps[CMAP]
+    keys = sorted(lines, key=lambda k: (str(k[0]), k[1], str(k[2])))
+    for i, k in enumerate(keys):
+        pts = sorted(lines[k])
+        colour = cmap(0.9 * i / max(1, len(keys) - 1))
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", markersize=3.5, linewidth=1.6,
+                color=colour, label=labels[k])
+    steps = sorted({int(r["step_a"]) for r in rows})
+    positive = [s for s in steps if s > 0]
+    if log_x is None:
+        log_x = len(positive) >= 2 and positive[-1] / positive[0] > 100
+    if log_x:
+        if steps[0] <= 0:
+            ax.set_xscale("symlog", linthresh=max(1, positive[0] if positive else 1))
+        else:
+            ax.set_xscale("log")
+    kind = _kind(rows)
+    if kind == "similarity":
+        lo, hi = _norm(kind, [r["value"] for r in rows])
+        ax.set_ylim(lo - 0.02, hi + 0.02)
+    refs = sorted({str(r.get("checkpoint_b")) for r in rows})
+    against = f" vs {refs[0]}" if len(refs) == 1 else ""
+    model_text = f" ({next(iter(models))})" if len(models) == 1 else ""
+    ax.set_xlabel(f"training step{model_text}")
+    ax.set_ylabel(f"{measure} ({kind})")
+    ax.set_title(title if title is not None else f"{measure}{against} by layer ({_n_text(rows)})")
+    ax.grid(True, alpha=0.3)
+    ax.legend(title="site", fontsize=8, loc="best", ncol=2 if len(keys) > 8 else 1)
+    return fig
+
+
+# --------------------------------------------------------------------- output
+def render(fig: Any, fmt: ImageFormat = "png", *, dpi: int = 120) -> bytes:
+    """The figure as PNG or SVG bytes."""
+    if fmt not in ("png", "svg"):
+        raise InvalidInput(f"image format {fmt!r} is not supported; choose png or svg")
+    buf = io.BytesIO()
+    fig.savefig(buf, format=fmt, dpi=dpi)
+    return buf.getvalue()
+
+
+def save(fig: Any, path: str | Path, *, fmt: ImageFormat | None = None, dpi: int = 120) -> Path:
+    """Write the figure; the format comes from ``fmt`` or the file suffix (.png, .svg)."""
+    path = Path(path)
+    fmt = fmt or path.suffix.lstrip(".").lower()  # type: ignore[assignment]
+    if fmt not in ("png", "svg"):
+        raise InvalidInput(f"cannot tell the image format of {str(path)!r}; name it .png or .svg")
+    path.write_bytes(render(fig, fmt, dpi=dpi))  # type: ignore[arg-type]
+    return path
+
+
+__all__ = ["grid", "heatmap", "new_figure", "render", "save", "trajectory"]
