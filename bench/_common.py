@@ -8,6 +8,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 
 def best_of(fn: Callable[[], Any], repeat: int = 3) -> float:
     """The fastest of ``repeat`` runs, in seconds (the least disturbed by noise)."""
@@ -63,3 +65,16 @@ def doc_texts(n: int) -> list[str]:
                         chunks.append(para[:600])
     chunks = sorted(set(chunks))
     return [chunks[i % len(chunks)] if i < len(chunks) else f"{chunks[i % len(chunks)]} ({i})" for i in range(n)]
+
+
+def activation_like(n: int, d: int, seed: int = 0) -> np.ndarray:
+    """Correlated Gaussian rows with a few large outlier dimensions, as LM activations have."""
+    rng = np.random.default_rng(seed)
+    mix = rng.standard_normal((d, d)).astype(np.float32) / np.sqrt(d)
+    scale = np.ones(d, np.float32)
+    scale[rng.choice(d, max(1, d // 100), replace=False)] = 20.0
+    out = np.empty((n, d), np.float16)
+    for s in range(0, n, 65536):
+        k = min(65536, n - s)
+        out[s:s + k] = (rng.standard_normal((k, d), dtype=np.float32) @ mix) * scale
+    return out

@@ -19,7 +19,7 @@ import numpy as np
 import zarr
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import best_of, doc_texts, markdown_table  # noqa: E402
+from _common import activation_like, best_of, doc_texts, markdown_table  # noqa: E402
 
 import actdb  # noqa: E402
 from actdb.store import arrays as A  # noqa: E402
@@ -72,19 +72,6 @@ def codec_table(x: np.ndarray, workdir: str, repeat: int) -> list[dict]:
                      "read GB/s of disk": x.nbytes / ratio / rd / 1e9})
         shutil.rmtree(d)
     return rows
-
-
-def activation_like(n: int, d: int, seed: int = 0) -> np.ndarray:
-    """Correlated Gaussian rows with a few large outlier dimensions, as LM activations have."""
-    rng = np.random.default_rng(seed)
-    mix = rng.standard_normal((d, d)).astype(np.float32) / np.sqrt(d)
-    scale = np.ones(d, np.float32)
-    scale[rng.choice(d, max(1, d // 100), replace=False)] = 20.0
-    out = np.empty((n, d), np.float16)
-    for s in range(0, n, 65536):
-        k = min(65536, n - s)
-        out[s:s + k] = (rng.standard_normal((k, d), dtype=np.float32) @ mix) * scale
-    return out
 
 
 def throughput(x: np.ndarray, workdir: str, codec: str, repeat: int) -> list[dict]:

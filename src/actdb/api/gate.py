@@ -20,11 +20,18 @@ The server is the single owner of its store. Three rules:
 from __future__ import annotations
 
 import contextlib
+import gc
+import logging
 import threading
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
-from actdb.errors import InvalidInput
+import sqlalchemy as sa
+
+from actdb.errors import ActdbError, InvalidInput
+
+T = TypeVar("T")
+log = logging.getLogger("actdb.api")
 
 
 class RWLock:
@@ -121,8 +128,15 @@ class Gate:
             return
         with self._keeper_mutex:
             if self._keeper is None:
-                with self.db.catalog.connect() as conn:  # busy handling and errors as usual
-                    conn.exec_driver_sql("SELECT 1")
+                try:
+                    with self.db.catalog.connect() as conn:  # busy handling and errors as usual
+                        conn.exec_driver_sql("SELECT 1")
+                except sa.exc.DBAPIError as exc:
+                    if "different configuration" not in str(exc):
+                        raise
+                    # a read-only connection of the last SQL request is still referenced
+                    # (an Arrow reader in a traceback): collect it, then open
+                    gc.collect()
                 self._keeper = self.db.catalog.engine.connect()
 
     def close(self) -> None:
@@ -137,21 +151,31 @@ class Gate:
         with self._rw.read():
             yield self.db
 
-    @contextlib.contextmanager
-    def exclusive(self) -> Iterator[Any]:
-        """Sole access with the kept connection closed (DuckDB); shared otherwise."""
+    def exclusive(self, fn: Callable[[Any], T]) -> T:
+        """``fn(db)`` with sole access and the kept connection closed (DuckDB); shared
+        access otherwise. Used for ``Database.sql``, which opens DuckDB read-only."""
         if not self.is_duckdb:
             with self._rw.read():
-                yield self.db
-            return
+                return fn(self.db)
+        failure: BaseException | None = None
         with self._rw.write():
             was_open = self._keeper is not None
             self.close()
             try:
-                yield self.db
-            finally:
-                if was_open:
-                    self.open()
+                result = fn(self.db)
+            except Exception as exc:  # noqa: BLE001 - re-raised below, after reopening
+                failure = exc
+            if failure is not None:
+                # the traceback's frames may hold the read-only connection's Arrow reader,
+                # which keeps DuckDB's read-only instance alive: drop them before reopening
+                if not isinstance(failure, ActdbError):
+                    log.error("error in exclusive store access", exc_info=failure)
+                failure.__traceback__ = None
+            if was_open:
+                self.open()
+        if failure is not None:
+            raise failure
+        return result
 
     # ------------------------------------------------------------------ compute
     def compute(self, comparison: Any) -> Any:

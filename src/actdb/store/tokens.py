@@ -27,7 +27,10 @@ def parse_token_table(tokens: Any, *, n_examples: int) -> pa.Table:
     if isinstance(tokens, pa.Table):
         table = tokens
     elif isinstance(tokens, dict):
-        table = pa.table(tokens)
+        try:
+            table = pa.table(tokens)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise InvalidInput(f"token table columns do not form a table: {exc}") from None
     elif hasattr(tokens, "to_dict") and hasattr(tokens, "columns"):
         table = pa.Table.from_pandas(tokens, preserve_index=False)
     else:
