@@ -224,6 +224,12 @@ def test_cross_store_equals_within_store(tmp_path, qdb):
         db.reps(store="teamb", model="other", checkpoint="final")).compute()
     assert cross.values() == pytest.approx(local.values(), rel=1e-10)
     assert {r["store_b"] for r in cross.rows} == {"teamb"}
+    # cross-store results are cached in the local store, and readable by SQL
+    again = db.reps(model="m", checkpoint="final").compare(
+        db.reps(store="teamb", model="other", checkpoint="final")).compute()
+    assert all(r["cached"] for r in again.rows) and again.values() == cross.values()
+    rows = db.sql("SELECT model_b, store_b, value FROM dissimilarities WHERE store_b <> 'local'").to_pylist()
+    assert len(rows) == 16 and rows[0]["model_b"] == "other" and rows[0]["store_b"].endswith("teamb")
     other_texts = actdb.open(str(tmp_path / "teamc"))
     other_texts.add_dataset("d", ["different"] * N_EX)
     other_texts.write_rep("z", "final", "d", "hidden.1", np.ones((N_EX, 3)), pooling="mean")

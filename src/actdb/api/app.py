@@ -15,7 +15,7 @@ import logging
 import math
 import threading
 from collections.abc import AsyncIterator
-from datetime import date, datetime
+from datetime import date, datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
@@ -64,7 +64,9 @@ def _error(status: int, message: str, kind: str, headers: dict[str, str] | None 
 def _plain(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
-    if isinstance(value, (datetime, date)):
+    if isinstance(value, datetime):  # the catalog stores naive UTC: say so (RFC 3339)
+        return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).isoformat()
+    if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, Decimal):
         return float(value)
@@ -106,6 +108,15 @@ def wants(request: Request, fmt: str | None = None) -> str:
     if CSV in accept and "application/json" not in accept.split(CSV)[0]:
         return "csv"
     return "json"
+
+
+FILTER_PATTERN = r"^[A-Za-z0-9_.\-*?\[\]/|:]+$"  # a filter value: names, globs, a|b lists, a:b ranges
+SELECTION_PATTERN = r"^[A-Za-z0-9_.\-*?\[\]/|:=,]*$"  # a filter string: key=value,key=value
+
+
+def F(description: str = "Names, globs (*, ?), a|b alternatives; a:b ranges for numbers.") -> Any:  # noqa: N802
+    """A filter query parameter (the selection filter syntax)."""
+    return Query(None, max_length=200, pattern=FILTER_PATTERN, description=description)
 
 
 def _tabular(*, json_model: type[Any] | None = None, arrow: bool = False) -> dict[int | str, dict[str, Any]]:
@@ -212,11 +223,10 @@ def create_app(store: str | Path | actdb.Database, *, api_key: str | None = None
             return json_response([vars(c) for c in db.checkpoints(model)])
 
     @v1.get("/reps", response_model=list[S.RepOut], responses=ERRORS, tags=["catalog"])
-    def reps(model: str | None = None, checkpoint: str | None = None, site: str | None = None,
-             layer: str | None = Query(None, description="A number, a|b list or a:b range."),
-             step: str | None = None, dataset: str | None = None, pooling: str | None = None,
-             tokenizer: str | None = None, family: str | None = None, architecture: str | None = None,
-             rep_id: str | None = None) -> Any:
+    def reps(model: str | None = F(), checkpoint: str | None = F(), site: str | None = F(),
+             layer: str | None = F("A number, a|b list or a:b range."), step: str | None = F(),
+             dataset: str | None = F(), pooling: str | None = F(), tokenizer: str | None = F(),
+             family: str | None = F(), architecture: str | None = F(), rep_id: str | None = F()) -> Any:
         """Complete reps matching the filters (globs like ``step*``, ``a|b`` lists, ``a:b`` ranges)."""
         given = {k: v for k, v in dict(model=model, checkpoint=checkpoint, site=site, layer=layer, step=step,
                                         dataset=dataset, pooling=pooling, tokenizer=tokenizer, family=family,
@@ -257,11 +267,11 @@ def create_app(store: str | Path | actdb.Database, *, api_key: str | None = None
     def results(request: Request,
                 measure: str | None = Query(None, description="Measure name(s), a|b."),
                 kind: str | None = Query(None, description="similarity | distance"),
-                model_a: str | None = None, checkpoint_a: str | None = None, site_a: str | None = None,
-                layer_a: str | None = None, step_a: str | None = None, pooling_a: str | None = None,
-                model_b: str | None = None, checkpoint_b: str | None = None, site_b: str | None = None,
-                layer_b: str | None = None, step_b: str | None = None, pooling_b: str | None = None,
-                dataset: str | None = None, rep_a: str | None = None, rep_b: str | None = None,
+                model_a: str | None = F(), checkpoint_a: str | None = F(), site_a: str | None = F(),
+                layer_a: str | None = F(), step_a: str | None = F(), pooling_a: str | None = F(),
+                model_b: str | None = F(), checkpoint_b: str | None = F(), site_b: str | None = F(),
+                layer_b: str | None = F(), step_b: str | None = F(), pooling_b: str | None = F(),
+                dataset: str | None = F(), rep_a: str | None = F(), rep_b: str | None = F(),
                 limit: int = Query(1000, ge=1, le=results_max_limit),
                 offset: int = Query(0, ge=0, le=2**62),
                 format: Literal["json", "csv"] | None = Query(None, description="Override the Accept header."),
@@ -315,8 +325,8 @@ def create_app(store: str | Path | actdb.Database, *, api_key: str | None = None
         **ERRORS}
 
     @v1.get("/plot/heatmap.png", response_class=Response, responses=plot_responses, tags=["plots"])
-    def plot_heatmap(a: str = Query("", description="Selection A (filter string)."),
-                     b: str | None = Query(None, description="Selection B (default: A)."),
+    def plot_heatmap(a: str = Query("", pattern=SELECTION_PATTERN, description="Selection A (filter string)."),
+                     b: str | None = Query(None, pattern=SELECTION_PATTERN, description="Selection B (default: A)."),
                      measure: str = "linear_cka", pairs: str = "all", subset: str | None = None,
                      align: str | None = None) -> Any:
         """A site x site heatmap of one measure between two selections."""
@@ -328,7 +338,8 @@ def create_app(store: str | Path | actdb.Database, *, api_key: str | None = None
         return png(fig)
 
     @v1.get("/plot/trajectory.png", response_class=Response, responses=plot_responses, tags=["plots"])
-    def plot_trajectory(a: str = Query("", description="Selection (filter string), e.g. model=m."),
+    def plot_trajectory(a: str = Query("", pattern=SELECTION_PATTERN,
+                                       description="Selection (filter string), e.g. model=m."),
                         measure: str = "linear_cka", reference: str = "final", subset: str | None = None) -> Any:
         """A measure against training step, one line per layer, each checkpoint vs ``reference``."""
         from actdb.plots import trajectory

@@ -91,27 +91,63 @@ def _row(task: Task, v: Value, cached: bool) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------- cache
-def _local(task: Task) -> bool:
-    return task.a.store == "local" and task.b.store == "local"
+def catalog_ids(db: Database, reps: Sequence[Rep], *, create: bool) -> dict[tuple[str, int], int]:
+    """The id each rep has in this store's ``result`` table: its own id for a local rep,
+    ``-foreign_rep.id`` for a rep of an attached store (registered when ``create``)."""
+    out: dict[tuple[str, int], int] = {}
+    foreign = []
+    for rep in reps:
+        if rep.store == "local":
+            out[rep.key] = rep.rep_id
+        else:
+            foreign.append(rep)
+    if not foreign:
+        return out
+    with db.catalog.connect(write=create) as conn:
+        for rep in foreign:
+            uri = str(db.store_handle(rep.store).path)
+            where = (S.foreign_rep.c.store_uri == uri, S.foreign_rep.c.remote_rep_id == rep.rep_id,
+                     S.foreign_rep.c.checksum == rep.checksum)
+            fid = conn.execute(sa.select(S.foreign_rep.c.id).where(*where)).scalar()
+            if fid is None and create:
+                conn.execute(S.foreign_rep.insert().values(
+                    store_uri=uri, remote_rep_id=rep.rep_id, checksum=rep.checksum, model=rep.model,
+                    checkpoint=rep.checkpoint, step=rep.step, dataset=rep.dataset, site=rep.site, layer=rep.layer,
+                    pooling=rep.pooling, created_at=_now()))
+                fid = conn.execute(sa.select(S.foreign_rep.c.id).where(*where)).scalar()
+            if fid is not None:
+                out[rep.key] = -int(fid)
+    return out
+
+
+def _db_key(key: tuple[Any, ...], ids: dict[tuple[str, int], int]) -> tuple[Any, ...] | None:
+    a, b = ids.get(key[2]), ids.get(key[3])
+    return None if a is None or b is None else (key[0], key[1], a, b, key[4])
 
 
 def cached_values(db: Database, tasks: Sequence[Task]) -> dict[tuple[Any, ...], Value]:
     """Cached values of the tasks, by cache key (catalog only)."""
-    keys = {t.cache_key for t in tasks if _local(t)}
-    if not keys:
+    if not tasks:
         return {}
-    rep_ids = sorted({k[2][1] for k in keys} | {k[3][1] for k in keys})
+    ids = catalog_ids(db, list({r.key: r for t in tasks for r in (t.a, t.b)}.values()), create=False)
+    wanted = {}
+    for t in tasks:
+        k = _db_key(t.cache_key, ids)
+        if k is not None:
+            wanted[k] = t.cache_key
+    if not wanted:
+        return {}
+    rep_ids = sorted({k[2] for k in wanted})
     out: dict[tuple[Any, ...], Value] = {}
     with db.catalog.connect() as conn:
         for start in range(0, len(rep_ids), 500):
-            ids = rep_ids[start: start + 500]
             rows = conn.execute(sa.select(S.result.c.measure, S.result.c.params_hash, S.result.c.rep_a,
                                           S.result.c.rep_b, S.result.c.subset_hash, S.result.c.value,
                                           S.result.c.n, S.result.c.seconds, S.result.c.extra, S.result.c.stderr)
-                                .where(S.result.c.rep_a.in_(ids))).all()
+                                .where(S.result.c.rep_a.in_(rep_ids[start: start + 500]))).all()
             for r in rows:
-                key = (r[0], r[1], ("local", r[2]), ("local", r[3]), r[4])
-                if key in keys:
+                key = wanted.get((r[0], r[1], r[2], r[3], r[4]))
+                if key is not None:
                     extra = json.loads(r[8]) if r[8] else {}
                     out[key] = Value(r[5], r[6], extra.get("route", "cached"), r[7] or 0.0, extra, r[9])
     return out
@@ -119,33 +155,36 @@ def cached_values(db: Database, tasks: Sequence[Task]) -> dict[tuple[Any, ...], 
 
 def store_values(db: Database, computed: dict[tuple[Any, ...], tuple[Task, Value]]) -> None:
     """Insert computed values into ``result`` (skipping keys another writer stored first)."""
-    local = {k: tv for k, tv in computed.items() if _local(tv[0])}
-    if not local or db.read_only:
+    if not computed or db.read_only:
         return
     now = _now()
-    with db.catalog.connect(write=True) as conn:
-        existing = set()
-        ids = sorted({k[2][1] for k in local})
-        for start in range(0, len(ids), 500):
-            rows = conn.execute(sa.select(S.result.c.measure, S.result.c.params_hash, S.result.c.rep_a,
-                                          S.result.c.rep_b, S.result.c.subset_hash)
-                                .where(S.result.c.rep_a.in_(ids[start: start + 500]))).all()
-            existing |= {(r[0], r[1], ("local", r[2]), ("local", r[3]), r[4]) for r in rows}
-        records = []
-        for key, (task, v) in local.items():
-            if key in existing:
-                continue
-            spec = get_measure(task.measure)
-            extra = dict(v.extra or {})
-            extra["route"] = v.route
-            records.append(dict(
-                measure=task.measure, kind=spec.kind, params_hash=key[1],
-                params=json.dumps(task.params_dict, sort_keys=True), rep_a=key[2][1], rep_b=key[3][1],
-                subset_hash=key[4], subset=_subset_text(task.space), value=float(v.value), stderr=v.stderr, n=v.n,
-                seconds=v.seconds, extra=json.dumps(extra, sort_keys=True, default=str), actdb_version=__version__,
-                computed_at=now))
-        if records:
-            conn.execute(S.result.insert(), records)
+    with db.catalog.session():
+        ids = catalog_ids(db, list({r.key: r for t, _ in computed.values() for r in (t.a, t.b)}.values()),
+                          create=True)
+        local = {_db_key(k, ids): tv for k, tv in computed.items()}
+        with db.catalog.connect(write=True) as conn:
+            existing = set()
+            rep_ids = sorted({k[2] for k in local if k is not None})
+            for start in range(0, len(rep_ids), 500):
+                rows = conn.execute(sa.select(S.result.c.measure, S.result.c.params_hash, S.result.c.rep_a,
+                                              S.result.c.rep_b, S.result.c.subset_hash)
+                                    .where(S.result.c.rep_a.in_(rep_ids[start: start + 500]))).all()
+                existing |= {tuple(r) for r in rows}
+            records = []
+            for key, (task, v) in local.items():
+                if key is None or key in existing:
+                    continue
+                spec = get_measure(task.measure)
+                extra = dict(v.extra or {})
+                extra["route"] = v.route
+                records.append(dict(
+                    measure=task.measure, kind=spec.kind, params_hash=key[1],
+                    params=json.dumps(task.params_dict, sort_keys=True), rep_a=key[2], rep_b=key[3],
+                    subset_hash=key[4], subset=_subset_text(task.space), value=float(v.value), stderr=v.stderr,
+                    n=v.n, seconds=v.seconds, extra=json.dumps(extra, sort_keys=True, default=str),
+                    actdb_version=__version__, computed_at=now))
+            if records:
+                conn.execute(S.result.insert(), records)
 
 
 def _subset_text(space: RowSpace) -> str | None:

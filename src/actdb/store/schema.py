@@ -164,3 +164,22 @@ result = sa.Table(
     sa.Column("computed_at", sa.DateTime, nullable=False),
     sa.UniqueConstraint("measure", "params_hash", "rep_a", "rep_b", "subset_hash", name="uq_result_key"),
 )
+
+
+# Revision 0002: reps of attached stores that results refer to (as rep id -id).
+foreign_rep = sa.Table(
+    "foreign_rep", metadata,
+    _id("foreign_rep"),
+    sa.Column("store_uri", sa.Text, nullable=False),
+    sa.Column("remote_rep_id", sa.Integer, nullable=False),
+    sa.Column("checksum", sa.String, nullable=False),
+    sa.Column("model", sa.String, nullable=False),
+    sa.Column("checkpoint", sa.String, nullable=False),
+    sa.Column("step", sa.BigInteger),
+    sa.Column("dataset", sa.String, nullable=False),
+    sa.Column("site", sa.String, nullable=False),
+    sa.Column("layer", sa.Integer),
+    sa.Column("pooling", sa.String, nullable=False),
+    _now(),
+    sa.UniqueConstraint("store_uri", "remote_rep_id", "checksum", name="uq_foreign_rep"),
+)

@@ -69,7 +69,32 @@ VIEWS_0001: dict[str, str] = {
 }
 
 
-VIEWS_BY_REVISION: dict[str, dict[str, str]] = {"0001": VIEWS_0001}
+# 0002: results may refer to reps of attached stores (foreign_rep, as rep id -id);
+# dissimilarities gains store_a / store_b ('local' or the other store's location).
+_SIDES = """
+    SELECT r.id AS rep_id, m.name AS model, c.name AS checkpoint, c.step, r.site, r.layer, r.pooling,
+           d.name AS dataset, 'local' AS store
+    FROM rep r JOIN checkpoint c ON c.id = r.checkpoint_id JOIN model m ON m.id = c.model_id
+    JOIN dataset d ON d.id = r.dataset_id
+    UNION ALL
+    SELECT -f.id, f.model, f.checkpoint, f.step, f.site, f.layer, f.pooling, f.dataset, f.store_uri
+    FROM foreign_rep f"""
+
+VIEWS_0002: dict[str, str] = {
+    **VIEWS_0001,
+    "dissimilarities": f"""
+        WITH sides AS ({_SIDES})
+        SELECT x.id AS result_id, x.measure, x.kind, x.value, x.stderr, x.n,
+               a.model AS model_a, a.checkpoint AS checkpoint_a, a.step AS step_a,
+               a.site AS site_a, a.layer AS layer_a, a.pooling AS pooling_a, x.rep_a,
+               b.model AS model_b, b.checkpoint AS checkpoint_b, b.step AS step_b,
+               b.site AS site_b, b.layer AS layer_b, b.pooling AS pooling_b, x.rep_b,
+               a.dataset, x.subset, x.params, x.extra, x.seconds, x.computed_at,
+               a.store AS store_a, b.store AS store_b
+        FROM result x JOIN sides a ON a.rep_id = x.rep_a JOIN sides b ON b.rep_id = x.rep_b""",
+}
+
+VIEWS_BY_REVISION: dict[str, dict[str, str]] = {"0001": VIEWS_0001, "0002": VIEWS_0002}
 
 # Dependency order: views that read other views come last (none do yet).
 def create_views(bind: sa.engine.Connection, revision: str) -> None:
