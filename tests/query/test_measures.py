@@ -240,7 +240,8 @@ def test_registry_contract() -> None:
         assert spec.name == name and spec.citation and spec.kind in ("similarity", "distance")
         assert spec.route in ("moments", "gram", "model")
         assert (spec.from_moments is not None) == (spec.route == "moments")
-        assert getattr(M, name) is spec.func
+        if name in expected:  # measures registered by other modules (e.g. stitching) live there
+            assert getattr(M, name) is spec.func
     assert get_measure("procrustes").kind == "distance"
     assert get_measure("rsa").route == "gram"
 

@@ -343,7 +343,7 @@ def run_plan(db: Database, tasks: list[Task], *, executor: str = "local", addres
     for space, ts in by_space.items():
         model_tasks = [t for t in ts if get_measure(t.measure).route == "model"]
         if model_tasks:
-            from actdb.query.model_route import run_model_tasks
+            from actdb.query.stitching import run_model_tasks
 
             for key, v in run_model_tasks(db, model_tasks).items():
                 computed[key] = (todo[key], v)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from actdb.errors import InvalidInput
 from actdb.query.measures import choose_route, get_measure
+from actdb.query import stitching as _stitching  # noqa: F401 - registers the model-route measure
 from actdb.query.selection import Rep, Selection
 
 if TYPE_CHECKING:

