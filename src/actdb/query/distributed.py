@@ -27,7 +27,7 @@ def _partial(specs: list[dict[str, Any]], index: np.ndarray | None, block_rows: 
 
     sources = []
     for s in specs:
-        root = open_root(s["location"], read_only=True)
+        root = open_root(s["location"], read_only=True, storage_options=s.get("storage_options"))
         arr = RepArray(root, s["path"], rep_id=s["rep_id"], n_rows=s["n_rows"], dim=s["dim"], dtype=s["dtype"],
                        chunk_rows=s["chunk_rows"], shard_rows=s["shard_rows"])
         sources.append(Source(arr, index))
@@ -43,7 +43,8 @@ def dask_moments(db: Database, reps: list[Rep], sources: list[Source], block_row
 
     if any(s.matrix is not None for s in sources):
         raise InvalidInput("the dask executor streams stored rows; aligned (pooled) row spaces run with executor='local'")
-    specs = [{"location": db.store_handle(r.store).arrays_location, "path": r.path, "rep_id": r.rep_id,
+    specs = [{"location": db.store_handle(r.store).arrays_location,
+              "storage_options": db.store_handle(r.store).storage_options, "path": r.path, "rep_id": r.rep_id,
               "n_rows": r.n_rows, "dim": r.dim, "dtype": r.dtype, "chunk_rows": r.chunk_rows,
               "shard_rows": r.shard_rows} for r in reps]
     index = sources[0].index

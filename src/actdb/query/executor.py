@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 DEFAULT_MEMORY_BUDGET = 768 * 2**20
 BLOCK_BYTES = 64 * 2**20
+GEMM_BUDGET = 256 * 2**20  # the accumulator's working buffers (row panels and products)
 _CKA = ("linear_cka", "debiased_cka")
 
 
@@ -242,7 +243,7 @@ def _block_rows(reps: list[Rep], sources: dict[tuple[str, int], Source]) -> int:
 def moments_pass(sources: list[Source], block_rows: int, start: int = 0, stop: int | None = None) -> Moments:
     """Accumulate moments of several sources with identical rows over underlying rows
     ``start:stop`` (the unit of work of both executors)."""
-    m = Moments.empty([s.array.shape[1] for s in sources])
+    m = Moments.empty([s.array.shape[1] for s in sources], budget_bytes=GEMM_BUDGET)
     iterators = [s.blocks(block_rows, start, stop) for s in sources]
     for blocks in zip(*iterators):
         if len(blocks[0]):
@@ -290,33 +291,71 @@ def _run_moments(db: Database, tasks: list[Task], sources: dict[tuple[str, int],
     return out
 
 
-def _run_gram(tasks: list[Task], sources: dict[tuple[str, int], Source]) -> dict[tuple[Any, ...], Value]:
+def _run_gram(tasks: list[Task], sources: dict[tuple[str, int], Source], budget: int) -> dict[tuple[Any, ...], Value]:
+    """Gram-route tasks on seeded row samples. Kernels/RDMs/neighbour sets are built once
+    per rep (per sample and kernel), in groups of reps whose states fit ``budget``."""
+    from actdb.query.measures import _prepared as P
     from actdb.query.measures._gram_route import linear_cka_rows
 
-    samples: dict[tuple[tuple[str, int], int, int], np.ndarray] = {}
     out: dict[tuple[Any, ...], Value] = {}
-    for t in tasks:
-        spec = get_measure(t.measure)
+    samples: dict[tuple[tuple[str, int], int, int], np.ndarray] = {}
+
+    def rows_of(rep: Rep, size: int, seed: int) -> tuple[np.ndarray, Any]:
+        rs = sample_rows(sources[rep.key].n, size, seed)
+        key = (rep.key, size, seed)
+        if key not in samples:
+            samples[key] = sources[rep.key].sample(rs.indices)
+        return samples[key], rs
+
+    def split(t: Task) -> tuple[dict[str, Any], int, int]:
         p = dict(t.params_dict)
-        size = int(p.pop("sample", DEFAULT_SAMPLE_EXACT))
-        seed = int(p.pop("seed", 0))
-        n = sources[t.a.key].n
-        rs = sample_rows(n, size, seed)
+        return p, int(p.pop("sample", DEFAULT_SAMPLE_EXACT)), int(p.pop("seed", 0))
+
+    pairwise = [t for t in tasks if not P.preparable(t.measure, split(t)[0])]
+    prepared = [t for t in tasks if t not in pairwise]
+    for t in pairwise:
+        spec = get_measure(t.measure)
+        p, size, seed = split(t)
         t0 = time.perf_counter()
-        mats = []
-        for rep in (t.a, t.b):
-            key = (rep.key, size, seed)
-            if key not in samples:
-                samples[key] = sources[rep.key].sample(rs.indices)
-            mats.append(samples[key])
-        if spec.route == "moments":  # linear/debiased CKA on the exact Gram route
-            value = linear_cka_rows(mats[0], mats[1], debiased=t.measure == "debiased_cka")
+        (x, rs), (y, _) = rows_of(t.a, size, seed), rows_of(t.b, size, seed)
+        if spec.route == "moments":
+            value = linear_cka_rows(x, y, debiased=t.measure == "debiased_cka")
         else:
             assert spec.from_rows is not None
-            value = spec.from_rows(mats[0], mats[1], **p)
-        extra = {"sample": {"size": int(len(rs.indices)), "seed": seed, "exact": bool(rs.exact)}}
-        out[t.cache_key] = Value(_finite(value, t), n, "gram", time.perf_counter() - t0, extra)
+            value = spec.from_rows(x, y, **p)
+        out[t.cache_key] = Value(_finite(value, t), sources[t.a.key].n, "gram", time.perf_counter() - t0,
+                                 _sample_extra(rs, seed))
+    by_kind: dict[tuple[Any, ...], list[Task]] = defaultdict(list)
+    for t in prepared:
+        p, size, seed = split(t)
+        by_kind[(P.state_key(t.measure, p), size, seed)].append(t)
+    for (skey, size, seed), ts in by_kind.items():
+        reps = list({r.key: r for t in ts for r in (t.a, t.b)}.values())
+        m = min(size, sources[reps[0].key].n)
+        per_state = 8 * m * m if skey[0] in ("rbf", "linear") else 4 * m * m
+        cap = max(2, int(budget // max(1, per_state)))
+        groups = [reps[i: i + max(1, cap // 2)] for i in range(0, len(reps), max(1, cap // 2))]
+        where = {r.key: gi for gi, grp in enumerate(groups) for r in grp}
+        todo: dict[tuple[int, int], list[Task]] = defaultdict(list)
+        for t in ts:
+            todo[tuple(sorted((where[t.a.key], where[t.b.key])))].append(t)  # type: ignore[index]
+        for (gi, gj), pair_tasks in todo.items():
+            states: dict[tuple[str, int], Any] = {}
+            for r in groups[gi] + (groups[gj] if gj != gi else []):
+                x, rs = rows_of(r, size, seed)
+                states[r.key] = P.prepare(pair_tasks[0].measure, x, split(pair_tasks[0])[0])
+            for t in pair_tasks:
+                p, _, _ = split(t)
+                t0 = time.perf_counter()
+                value = P.compare(t.measure, states[t.a.key], states[t.b.key], p)
+                rs = sample_rows(sources[t.a.key].n, size, seed)
+                out[t.cache_key] = Value(_finite(value, t), sources[t.a.key].n, "gram", time.perf_counter() - t0,
+                                         _sample_extra(rs, seed))
     return out
+
+
+def _sample_extra(rs: Any, seed: int) -> dict[str, Any]:
+    return {"sample": {"size": int(len(rs.indices)), "seed": seed, "exact": bool(rs.exact)}}
 
 
 def _finite(value: float, task: Task) -> float:
@@ -362,7 +401,7 @@ def run_plan(db: Database, tasks: list[Task], *, executor: str = "local", addres
         if mom:
             values |= _run_moments(db, mom, sources, budget, executor, address)
         if gram:
-            values |= _run_gram(gram, sources)
+            values |= _run_gram(gram, sources, budget)
         for key, v in values.items():
             computed[key] = (todo[key], v)
     store_values(db, computed)

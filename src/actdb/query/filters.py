@@ -89,7 +89,7 @@ def parse_filter(key: str, value: Any) -> Match:
                 except (TypeError, ValueError):
                     raise InvalidInput(f"filter {key}={v!r} must be a whole number, list, or range") from None
         else:
-            if not isinstance(v, str) or not v or len(v) > 200 or any(ord(c) < 32 for c in v):
+            if not isinstance(v, str) or not v or len(v) > 200 or any(ord(c) < 32 or ord(c) == 127 for c in v):
                 raise InvalidInput(f"filter {key}={v!r:.60} must be a printable name or glob")
             out.append(v)
     return Match(key, tuple(out))

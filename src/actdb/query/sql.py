@@ -32,6 +32,11 @@ _FORBIDDEN_FUNCS = {
     "pg_read_binary_file", "pg_ls_dir", "lo_import", "lo_export", "query", "query_table", "getenv",
     "current_setting", "set_config", "pg_sleep", "dblink", "system", "duckdb_secrets", "load", "install",
 }
+# whole families of table functions that read files or settings (DuckDB's list grows with
+# each release and extension; the connection's enable_external_access=false backs this up)
+_FORBIDDEN_PREFIXES = ("read_", "parquet_", "sqlite_", "postgres_", "mysql_", "iceberg_", "delta_", "pg_read",
+                       "pg_ls", "pg_stat_file", "lo_", "duckdb_secret", "duckdb_settings", "duckdb_extensions",
+                       "which_secret", "load_extension", "json_execute")
 _ALLOWED_ROOTS = (exp.Select, exp.Union, exp.Intersect, exp.Except, exp.With, exp.Subquery)
 
 
@@ -54,7 +59,7 @@ def check_select(query: str, *, dialect: str = "duckdb") -> exp.Expression:
             raise UnsafeQuery(f"{node.key.upper()} is not allowed in a read-only query")
         if isinstance(node, (exp.Anonymous, exp.Func)):
             name = (node.name if isinstance(node, exp.Anonymous) else node.sql_name()).lower()
-            if name in _FORBIDDEN_FUNCS:
+            if name in _FORBIDDEN_FUNCS or name.startswith(_FORBIDDEN_PREFIXES) or name.endswith("_scan"):
                 raise UnsafeQuery(f"function {name}() is not allowed: queries cannot read files or settings")
         if isinstance(node, exp.Table) and (node.args.get("catalog") or _looks_like_file(node.name)):
             raise UnsafeQuery(f"table {node.sql()!r} is not allowed: query the catalog views "
