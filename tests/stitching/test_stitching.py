@@ -17,7 +17,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 @pytest.fixture(scope="module")
 def history(tmp_path_factory):
-    """A tiny GPT-NeoX trained 0 -> 60 -> 240 -> 300 steps, ingested (float32, token-level)."""
+    """A tiny GPT-NeoX trained 0 -> 40 -> 160 -> 200 steps, ingested (float32, token-level)."""
     from actdb.ingest.texts import docstring_texts
     from actdb.training import pythia_config, train_causal_lm, train_tokenizer
 
@@ -25,9 +25,9 @@ def history(tmp_path_factory):
     texts = docstring_texts(400, seed=3)
     tok = train_tokenizer(texts, vocab_size=300)
     train_causal_lm(pythia_config(len(tok), width=32, layers=2, heads=2), tok, texts, root / "runs",
-                    checkpoint_steps=[0, 60, 240, 300], batch_size=16, seq_len=32, lr=3e-3)
+                    checkpoint_steps=[0, 40, 160, 200], batch_size=16, seq_len=32, lr=4e-3)
     db = actdb.open(str(root / "store"))
-    db.ingest(str(root / "runs"), "docs", texts=texts[:96], name="neox", sites=["hidden.*"], pooling="token",
+    db.ingest(str(root / "runs"), "docs", texts=texts[:64], name="neox", sites=["hidden.*"], pooling="token",
               dtype="float32", max_length=32, quiet=True)
     return db
 
@@ -40,7 +40,7 @@ def values(db, a, b, **params):
 def test_self_stitch_is_identity_with_zero_penalty(history):
     db = history
     for layer in (1, 2):
-        sel = db.reps(checkpoint="checkpoint-300", layer=layer)
+        sel = db.reps(checkpoint="checkpoint-200", layer=layer)
         row = values(db, sel, sel)[0]
         assert abs(row["value"]) < 1e-3, row
         assert row["measure"] == "stitching" and row["route"] == "model"
@@ -50,18 +50,18 @@ def test_self_stitch_is_identity_with_zero_penalty(history):
 
 def test_penalty_shrinks_as_checkpoints_get_closer(history):
     db = history
-    target = db.reps(checkpoint="checkpoint-300", layer=1)
+    target = db.reps(checkpoint="checkpoint-200", layer=1)
     penalty = {}
-    for ck in ("checkpoint-0", "checkpoint-60", "checkpoint-240"):
+    for ck in ("checkpoint-0", "checkpoint-40", "checkpoint-160"):
         penalty[ck] = values(db, db.reps(checkpoint=ck, layer=1), target)[0]["value"]
     # from random init: large; from a nearby checkpoint: small
-    assert penalty["checkpoint-0"] > penalty["checkpoint-60"] > penalty["checkpoint-240"] >= -1e-3
+    assert penalty["checkpoint-0"] > penalty["checkpoint-40"] > penalty["checkpoint-160"] >= -1e-3
     assert penalty["checkpoint-0"] > 0.1
 
 
 def test_stitching_is_cached_and_directional(history):
     db = history
-    a, b = db.reps(checkpoint="checkpoint-60", layer=2), db.reps(checkpoint="checkpoint-300", layer=2)
+    a, b = db.reps(checkpoint="checkpoint-40", layer=2), db.reps(checkpoint="checkpoint-200", layer=2)
     ab = values(db, a, b)[0]
     ba = values(db, b, a)[0]
     assert ab["value"] != ba["value"]  # A->B and B->A are different pairs
