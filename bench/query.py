@@ -29,7 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parent))
+# bench/ must not shadow the standard library (bench/http.py vs `import http`)
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+sys.path.append(str(Path(__file__).parent))
 from _common import activation_like, markdown_table  # noqa: E402
 
 import actdb  # noqa: E402
