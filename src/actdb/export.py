@@ -47,9 +47,9 @@ COLUMN_DOCS: dict[str, dict[str, str]] = {
         "stderr": "Standard error of the value when it is estimated on a row sample; null when exact.",
         "n": "Number of rows (tokens or examples) the value was computed on, after subset and alignment.",
         **{f"{k}_a": v.format(S="A") for k, v in _SIDE.items()},
-        "rep_a": "rep_id of rep A (joins reps.rep_id).",
+        "rep_a": "rep_id of rep A (joins reps.rep_id); negative for a rep of another store (see store_a).",
         **{f"{k}_b": v.format(S="B") for k, v in _SIDE.items()},
-        "rep_b": "rep_id of rep B (joins reps.rep_id).",
+        "rep_b": "rep_id of rep B (joins reps.rep_id); negative for a rep of another store (see store_b).",
         "dataset": "Dataset (the texts) both reps were computed on.",
         "subset": "Row subset and alignment the value was computed on (SQL predicate / align mode); "
                   "null for all rows.",
@@ -58,6 +58,8 @@ COLUMN_DOCS: dict[str, dict[str, str]] = {
                  "sampled measures).",
         "seconds": "Compute time of the value, in seconds.",
         "computed_at": "When the value was computed (UTC).",
+        "store_a": "Store holding rep A: 'local', or the location of an attached store (cross-store results).",
+        "store_b": "Store holding rep B: 'local', or the location of an attached store.",
     },
     "reps": {
         "rep_id": "Stable id of the rep.",

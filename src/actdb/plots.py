@@ -221,7 +221,7 @@ def trajectory(results: Any, *, measure: str | None = None, title: str | None = 
     """A measure against training step (the A side's ``step``), one line per layer (site).
 
     ``results`` usually comes from ``sel.compare(pairs="to_reference:final")`` or
-    ``pairs="consecutive"``. The x axis is logarithmic when steps span more than two decades
+    ``pairs="consecutive"``. The x axis is logarithmic when steps span two decades or more
     (symlog when step 0 is present) unless ``log_x`` says otherwise.
     """
     measure, rows = _one_measure(_rows(results), measure)
@@ -251,7 +251,7 @@ def trajectory(results: Any, *, measure: str | None = None, title: str | None = 
     steps = sorted({int(r["step_a"]) for r in rows})
     positive = [s for s in steps if s > 0]
     if log_x is None:
-        log_x = len(positive) >= 2 and positive[-1] / positive[0] > 100
+        log_x = len(positive) >= 2 and positive[-1] / positive[0] >= 100
     if log_x:
         if steps[0] <= 0:
             ax.set_xscale("symlog", linthresh=max(1, positive[0] if positive else 1))

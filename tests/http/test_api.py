@@ -134,8 +134,10 @@ def test_results_filters_pages_and_csv(served):
         table = pcsv.read_csv(io.BytesIO(csv.content))
         assert table.num_rows == int(csv.headers["x-total-count"]) > 0
         assert set(table.column("measure").to_pylist()) == {"procrustes"}
-        r = c.get("/v1/results", params={"layer_a": "1,2"})
-        assert r.status_code == 400 and "'|'" in r.json()["error"]
+        r = c.get("/v1/results", params={"layer_a": "1,2"})  # outside the filter syntax's characters
+        assert r.status_code == 422 and "layer_a" in r.json()["error"]
+        r = c.get("/v1/results", params={"layer_a": "x:y"})
+        assert r.status_code == 400 and "whole numbers" in r.json()["error"]
         r = c.get("/v1/results", params={"colour": "red"})  # unknown query params are ignored, like any API
         assert r.status_code == 200
         r = c.get("/v1/results", params={"limit": 0})

@@ -255,12 +255,15 @@ def create_app(store: str | Path | actdb.Database, *, api_key: str | None = None
         The same arguments as ``db.reps(**a).compare(db.reps(**b), ...)``. Send
         ``Accept: text/csv`` for CSV or ``Accept: application/vnd.apache.arrow.stream`` for Arrow.
         """
-        plan = comparison(body.a, body.b, body.measure, body.pairs, body.subset, body.align, body.params)
-        result = gate.compute(plan)
         fmt = wants(request)
-        if fmt == "json":
-            return json_response({"rows": result.rows})
-        return table_response(result.to_arrow(), fmt)
+
+        def make() -> tuple[Response, bool]:
+            plan = comparison(body.a, body.b, body.measure, body.pairs, body.subset, body.align, body.params)
+            result = gate.compute(plan)
+            out = json_response({"rows": result.rows}) if fmt == "json" else table_response(result.to_arrow(), fmt)
+            return out, all(r["cached"] for r in result.rows)  # replay only pure lookups
+
+        return gate.remember(("compare", fmt, body.model_dump_json()), make)
 
     # ------------------------------------------------------------ results
     @v1.get("/results", response_model=S.ResultsOut, responses=_tabular(), tags=["results"])
@@ -285,18 +288,22 @@ def create_app(store: str | Path | actdb.Database, *, api_key: str | None = None
                        layer_a=layer_a, step_a=step_a, pooling_a=pooling_a, model_b=model_b,
                        checkpoint_b=checkpoint_b, site_b=site_b, layer_b=layer_b, step_b=step_b,
                        pooling_b=pooling_b, dataset=dataset, rep_a=rep_a, rep_b=rep_b)
-        with gate.shared():
-            rows, total = results_page(db, filters, limit=limit, offset=offset)
-        nxt = offset + len(rows) if offset + len(rows) < total else None
         fmt = wants(request, format)
-        if fmt == "json":
-            return json_response({"rows": rows, "total": total, "limit": limit, "offset": offset, "next_offset": nxt})
-        from actdb.api.schemas import ResultRow
 
-        names = list(ResultRow.model_fields)
-        table = pa.Table.from_pylist(rows) if rows else pa.table({c: pa.array([], pa.string()) for c in names})
-        return table_response(table, "csv" if fmt == "csv" else "arrow",
-                              headers={"X-Total-Count": str(total)})
+        def make() -> tuple[Response, bool]:
+            with gate.shared():
+                rows, total = results_page(db, filters, limit=limit, offset=offset)
+            nxt = offset + len(rows) if offset + len(rows) < total else None
+            if fmt == "json":
+                return json_response({"rows": rows, "total": total, "limit": limit, "offset": offset,
+                                      "next_offset": nxt}), True
+            names = list(S.ResultRow.model_fields)
+            table = pa.Table.from_pylist(rows) if rows else pa.table({c: pa.array([], pa.string()) for c in names})
+            return table_response(table, "csv" if fmt == "csv" else "arrow",
+                                  headers={"X-Total-Count": str(total)}), True
+
+        return gate.remember(("results", fmt, limit, offset, tuple(sorted((k, v) for k, v in filters.items() if v))),
+                             make)
 
     # ---------------------------------------------------------------- sql
     @v1.post("/sql", response_model=S.SqlOut, responses=_tabular(), tags=["sql"])

@@ -10,6 +10,12 @@ The server is the single owner of its store. Three rules:
   exclusively (waits for running requests, closes the kept connection, runs, reopens).
   Every other request holds the gate shared. With PostgreSQL there is nothing to close
   and SQL runs shared.
+* **Remember answers while nothing changes.** With DuckDB the kept connection makes the
+  server the store's only writer (no other process can open the file), so the server
+  knows when the catalog changes: a computation that stored values, or a SQL request
+  (``dissim()`` may compute, and the file was briefly released). Each bumps
+  :attr:`Gate.generation`; responses are remembered per generation (:meth:`remember`).
+  With PostgreSQL other processes may write at any time, so nothing is remembered.
 * **Compute once, write one at a time.** A comparison whose values are all cached is a
   lookup and runs concurrently. One that needs computing first locks each missing
   result's cache key (sorted, so two requests never deadlock), then the write lock;
@@ -23,6 +29,7 @@ import contextlib
 import gc
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -120,6 +127,36 @@ class Gate:
         self._keeper: Any = None
         self._keeper_mutex = threading.Lock()
         self.computations = 0  # comparisons that computed something (for tests and /healthz)
+        self.generation = 0  # bumped whenever the catalog may have changed
+        self.remember_enabled = self.is_duckdb
+        self._memo: OrderedDict[Any, Any] = OrderedDict()
+        self._memo_mutex = threading.Lock()
+        self.memo_size = 512
+
+    # ------------------------------------------------------------ remembered answers
+    def bump(self) -> None:
+        with self._memo_mutex:
+            self.generation += 1
+            self._memo.clear()
+
+    def remember(self, key: Any, make: Callable[[], tuple[T, bool]]) -> T:
+        """The answer for ``key`` at this generation; ``make()`` returns (answer, keep)."""
+        if not self.remember_enabled:
+            return make()[0]
+        with self._memo_mutex:
+            full = (self.generation, key)
+            if full in self._memo:
+                self._memo.move_to_end(full)
+                return self._memo[full]  # type: ignore[no-any-return]
+            generation = self.generation
+        value, keep = make()
+        if keep:
+            with self._memo_mutex:
+                if self.generation == generation:
+                    self._memo[(generation, key)] = value
+                    while len(self._memo) > self.memo_size:
+                        self._memo.popitem(last=False)
+        return value
 
     # ------------------------------------------------------------- the kept file
     def open(self) -> None:
@@ -173,6 +210,7 @@ class Gate:
                 failure.__traceback__ = None
             if was_open:
                 self.open()
+            self.bump()
         if failure is not None:
             raise failure
         return result
@@ -195,4 +233,5 @@ class Gate:
                 result = run_plan(self.db, tasks)
                 if any(not r["cached"] for r in result.rows):
                     self.computations += 1
+                    self.bump()
                 return result

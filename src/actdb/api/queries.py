@@ -25,7 +25,7 @@ RESULT_FILTERS: dict[str, tuple[str, str]] = {
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]+(\|[A-Za-z0-9_.\-]+)*$")
 _COLUMNS = ("result_id, measure, kind, value, stderr, n, model_a, checkpoint_a, step_a, site_a, layer_a, pooling_a, "
             "rep_a, model_b, checkpoint_b, step_b, site_b, layer_b, pooling_b, rep_b, dataset, subset, params, "
-            "extra, seconds, computed_at")
+            "extra, seconds, computed_at, store_a, store_b")
 NUMERIC = {"layer", "step", "rep_id"}
 
 

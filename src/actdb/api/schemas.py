@@ -144,6 +144,8 @@ class ResultRow(BaseModel):
     extra: str | None = None
     seconds: float | None = None
     computed_at: datetime | None = None
+    store_a: str | None = None
+    store_b: str | None = None
 
 
 class ResultsOut(BaseModel):

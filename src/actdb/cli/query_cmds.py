@@ -27,6 +27,10 @@ ParamOpt = Annotated[Optional[list[str]], typer.Option("--param", "-p", help="Me
                                                         "(JSON value), e.g. --param k=20; repeatable.")]
 
 
+TABLE_COLUMNS = ["measure", "value", "n", "model_a", "checkpoint_a", "site_a", "model_b", "checkpoint_b", "site_b",
+                 "cached"]
+
+
 class PlotKind(str, Enum):
     heatmap = "heatmap"
     trajectory = "trajectory"
@@ -92,7 +96,10 @@ def compare(store: StoreArg, a: AOpt = "", b: BOpt = None, measure: MeasureOpt =
         typer.echo(plan.explain(show=False))
         return
     result = _compute(plan)
-    emit(result.to_arrow(), fmt, output, title=f"{', '.join(plan.measures)} ({len(result)} values)")
+    table = result.to_arrow()
+    if fmt == Format.table and table.num_rows:  # a readable subset; csv/json/parquet carry every column
+        table = table.select(TABLE_COLUMNS)
+    emit(table, fmt, output, title=f"{', '.join(plan.measures)} ({len(result)} values)")
 
 
 @app.command()
