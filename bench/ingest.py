@@ -23,8 +23,12 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
+_BENCH = str(Path(__file__).resolve().parent)
+sys.path.insert(0, _BENCH)
 from _common import markdown_table  # noqa: E402
+
+# bench/ holds scripts named like stdlib modules (http.py): keep it off the import path
+sys.path[:] = [p for p in sys.path if p not in ("", _BENCH) and Path(p).resolve() != Path(_BENCH)]
 
 OVERHEAD_TARGET = 0.15
 

@@ -188,6 +188,9 @@ def load_model(spec: str | os.PathLike[str], revision: str | None = None, device
     ``allow_download=True`` (and the environment allows it).
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from actdb.training import register_activations
+
+    register_activations()  # configs with hidden_act="solu" (actdb's SoLU models) load too
     text = os.fspath(spec)
     local = is_local(text)
     if local:

@@ -57,12 +57,52 @@ def parse_dtype(value: object) -> StoredDtype:
     return text  # type: ignore[return-value]
 
 
-def open_root(location: str | Path, *, read_only: bool) -> zarr.storage.StoreLike:
-    """Normalise what zarr accepts (a local path or a URL such as ``s3://bucket/prefix``)."""
+def parse_arrays_url(value: object) -> str:
+    """Where a new store keeps its arrays: a URL fsspec knows (``s3://bucket/prefix``,
+    ``gs://...``, ``memory://...``) or ``file://`` + an absolute path."""
+    if not isinstance(value, str) or "://" not in value or any(ord(c) < 32 for c in value):
+        raise InvalidInput(f"arrays_url {value!r:.80} is not a URL such as 's3://bucket/prefix'")
+    scheme = value.split("://", 1)[0]
+    import fsspec
+
+    if scheme not in fsspec.available_protocols():
+        raise InvalidInput(f"arrays_url {value!r:.80}: unknown scheme {scheme!r}; install its fsspec "
+                           "implementation (s3fs for s3://, gcsfs for gs://)")
+    return value.rstrip("/")
+
+
+def open_root(location: str | Path, *, read_only: bool,
+              storage_options: dict[str, Any] | None = None) -> zarr.storage.StoreLike:
+    """Normalise what zarr accepts (a local path or a URL such as ``s3://bucket/prefix``).
+
+    ``storage_options`` go to fsspec (e.g. ``{"endpoint_url": ...}``); without them an
+    object store reads its endpoint and credentials from the environment
+    (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ...)."""
     text = str(location)
     if "://" in text and not text.startswith("file://"):
-        return zarr.storage.FsspecStore.from_url(text, read_only=read_only)
+        return zarr.storage.FsspecStore.from_url(text, storage_options=storage_options, read_only=read_only)
     return zarr.storage.LocalStore(text.removeprefix("file://"), read_only=read_only)
+
+
+def list_arrays(root: zarr.storage.StoreLike) -> list[str]:
+    """Paths (``reps/NNNNNNNNN``) of every rep array found in the byte store, including
+    half-written ones without metadata (verify's orphan scan)."""
+    if isinstance(root, zarr.storage.LocalStore):
+        base = Path(root.root) / "reps"
+        return sorted(f"reps/{p.name}" for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+    from zarr.core.sync import sync
+
+    async def names() -> list[str]:
+        return [n async for n in root.list_dir("reps/")]  # type: ignore[union-attr]
+
+    return sorted(f"reps/{n}" for n in sync(names()) if n != "zarr.json")
+
+
+def array_exists(root: zarr.storage.StoreLike, path: str) -> bool:
+    """Whether any file of the array at ``path`` is still in the byte store."""
+    if isinstance(root, zarr.storage.LocalStore):
+        return (Path(root.root) / path).exists()
+    return path in list_arrays(root)
 
 
 def rep_path(rep_id: int) -> str:
@@ -100,6 +140,9 @@ def open_array(root: zarr.storage.StoreLike, path: str) -> zarr.Array:
         return zarr.open_array(root, path=path, mode="r")
     except (FileNotFoundError, KeyError, zarr.errors.ArrayNotFoundError) as exc:  # type: ignore[attr-defined]
         raise CorruptStore(f"array {path!r} is missing from the store ({exc})") from None
+    except (ValueError, TypeError) as exc:  # unparsable zarr.json (JSONDecodeError is a ValueError)
+        raise CorruptStore(f"array {path!r} has damaged metadata ({type(exc).__name__}: {exc}); "
+                           "run `actdb verify --repair` to quarantine its rep") from None
 
 
 def delete_array(root: zarr.storage.StoreLike, path: str) -> None:
@@ -108,12 +151,10 @@ def delete_array(root: zarr.storage.StoreLike, path: str) -> None:
         import shutil
 
         shutil.rmtree(Path(root.root) / path, ignore_errors=True)
-    else:
-        group = zarr.open_group(root, mode="a")
-        try:
-            del group[path]
-        except KeyError:
-            pass
+    else:  # an object store: remove every key under the prefix (metadata or not)
+        from zarr.core.sync import sync
+
+        sync(root.delete_dir(path))  # type: ignore[union-attr]
 
 
 def to_storage(block: np.ndarray, dtype: StoredDtype) -> np.ndarray:
@@ -226,7 +267,12 @@ class RepArray:
         self.reads += 1
         if stop > start:
             self.chunks_read += (stop - 1) // self.chunk_rows - start // self.chunk_rows + 1
-        return self._zarr()[start:stop]
+        array = self._zarr()
+        try:
+            return array[start:stop]
+        except (ValueError, OSError, RuntimeError) as exc:  # a shard that fails its crc32c, truncated, ...
+            raise CorruptStore(f"rep {self.rep_id}: rows {start}:{stop} of {self.path!r} cannot be decoded "
+                               f"({type(exc).__name__}: {exc}); run `actdb verify --repair`") from None
 
     def __getitem__(self, key: slice | int) -> np.ndarray:
         if isinstance(key, int):

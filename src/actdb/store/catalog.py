@@ -20,9 +20,11 @@ import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
-from actdb.errors import ReadOnly, StoreBusy
+from actdb.errors import CorruptStore, ReadOnly, StoreBusy
 
 _LOCK_PATTERNS = ("Could not set lock", "Conflicting lock", "database is locked", "lock on file")
+_CORRUPT_PATTERNS = ("not a valid DuckDB database file", "Could not read enough bytes", "Corrupt database file",
+                     "database file is corrupt")
 _PID = re.compile(r"PID (\d+)")
 
 
@@ -56,6 +58,18 @@ def busy_error(exc: BaseException, where: str) -> StoreBusy:
         "one writing process at a time: retry when it finishes, talk to it through "
         "`actdb serve`, or use a PostgreSQL catalog for many writers."
     )
+
+
+def is_corrupt_error(exc: BaseException) -> bool:
+    text = str(exc)
+    return any(p in text for p in _CORRUPT_PATTERNS)
+
+
+def corrupt_error(exc: BaseException, where: str) -> CorruptStore:
+    first = str(getattr(exc, "orig", exc)).splitlines()[0]
+    return CorruptStore(
+        f"the catalog of store {where} is damaged ({first}); nothing was changed. Restore "
+        "catalog.duckdb from a backup: the arrays are separate files and are not affected")
 
 
 class Catalog:
@@ -94,19 +108,24 @@ class Catalog:
         if write and self.read_only:
             raise ReadOnly(f"store {self.where} was opened read-only; reopen it with read_only=False to write")
         held = getattr(self._local, "conn", None)
-        if held is not None:
-            if held.in_transaction():
-                yield held
-                return
-            with held.begin():
-                yield held
-            return
-        conn = self._open()
         try:
-            with conn.begin():
-                yield conn
-        finally:
-            conn.close()
+            if held is not None:
+                if held.in_transaction():
+                    yield held
+                    return
+                with held.begin():
+                    yield held
+                return
+            conn = self._open()
+            try:
+                with conn.begin():
+                    yield conn
+            finally:
+                conn.close()
+        except sa.exc.DBAPIError as exc:
+            if self.dialect == "duckdb" and is_corrupt_error(exc):
+                raise corrupt_error(exc, self.where) from None
+            raise
 
     def _open(self) -> sa.Connection:
         deadline = time.monotonic() + self.busy_timeout
@@ -117,6 +136,8 @@ class Catalog:
                 break
             except sa.exc.DBAPIError as exc:
                 if not is_lock_error(exc):
+                    if self.dialect == "duckdb" and is_corrupt_error(exc):
+                        raise corrupt_error(exc, self.where) from None
                     raise
                 if time.monotonic() > deadline:
                     raise busy_error(exc, self.where) from None

@@ -15,7 +15,7 @@ from actdb.errors import InvalidInput, NonFinite
 
 MAX_NAME = 200
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_SITE = re.compile(r"^[A-Za-z0-9_.\-]+$")
+_SITE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 POOLINGS: tuple[str, ...] = ("token", "mean", "first", "last")
 _FLOAT_KINDS = {"float16", "float32", "float64", "bfloat16"}
 

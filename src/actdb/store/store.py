@@ -56,8 +56,11 @@ class Store(RepsMixin):
     """Catalog + arrays of one store directory. See :func:`actdb.open`."""
 
     def __init__(self, path: str | os.PathLike[str], *, catalog_url: str | None = None,
-                 read_only: bool = False, create: bool = True, busy_timeout: float = 10.0):
+                 read_only: bool = False, create: bool = True, busy_timeout: float = 10.0,
+                 arrays_url: str | None = None, storage_options: dict[str, Any] | None = None):
         self.path = Path(path).expanduser().resolve()
+        if arrays_url is not None:
+            arrays_url = A.parse_arrays_url(arrays_url)
         self.read_only = read_only
         self._dataset_cache: dict[str, DatasetInfo] = {}
         marker = self.path / MARKER
@@ -68,6 +71,8 @@ class Store(RepsMixin):
                 raise InvalidInput(f"store {self.path} uses catalog {stored_url!r}, not {catalog_url!r}")
             catalog_url = catalog_url or stored_url
             arrays_location = info.get("arrays", "arrays")
+            if arrays_url is not None and arrays_url != arrays_location:
+                raise InvalidInput(f"store {self.path} keeps its arrays at {arrays_location!r}, not {arrays_url!r}")
         elif self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
             raise NotAStore(
                 f"{self.path} is not an actdb store (no {MARKER} in it); pass an empty or new "
@@ -76,19 +81,21 @@ class Store(RepsMixin):
         elif read_only or not create:
             raise NotAStore(f"{self.path} is not an actdb store yet; create it with `actdb init {self.path}`")
         else:
-            arrays_location = "arrays"
+            arrays_location = arrays_url or "arrays"
             self.path.mkdir(parents=True, exist_ok=True)
-            (self.path / "arrays").mkdir(exist_ok=True)
+            if arrays_url is None:
+                (self.path / "arrays").mkdir(exist_ok=True)
             tmp = self.path / (MARKER + ".tmp")
-            tmp.write_text(json.dumps({"format": FORMAT, "catalog_url": catalog_url, "arrays": "arrays"}))
+            tmp.write_text(json.dumps({"format": FORMAT, "catalog_url": catalog_url, "arrays": arrays_location}))
             tmp.replace(marker)
         self.catalog_url = catalog_url or f"duckdb:///{self.path / 'catalog.duckdb'}"
         location = str(arrays_location)
         if "://" not in location:
             location = str(self.path / location)
         self.arrays_location = location
+        self.storage_options = storage_options
         self.catalog = Catalog(self.catalog_url, read_only=read_only, where=str(self.path), busy_timeout=busy_timeout)
-        self._root = A.open_root(location, read_only=read_only)
+        self._root = A.open_root(location, read_only=read_only, storage_options=storage_options)
         self._prepare_schema()
 
     # ----------------------------------------------------------------- schema

@@ -48,6 +48,8 @@ def verify(store: Store, *, repair: bool = False) -> VerifyReport:
     with store.catalog.connect() as conn:
         rows = conn.execute(sa.select(S.rep)).mappings().all()
     live_paths = {r["path"] for r in rows if r["status"] in ("complete", "writing")}
+    # a quarantined rep on an object store keeps its array in place (status 'corrupt')
+    kept_paths = {r["path"] for r in rows if r["status"] == "corrupt"}
     checked = 0
     for row in rows:
         if row["status"] == "complete":
@@ -72,7 +74,7 @@ def verify(store: Store, *, repair: bool = False) -> VerifyReport:
                 A.delete_array(store._root, row["path"])
                 repaired.append(f"removed array of replaced rep {row['id']}")
     for path in _array_dirs(store):
-        if path not in live_paths and not any(r["path"] == path and r["status"] == "replaced" for r in rows):
+        if path not in live_paths and path not in kept_paths and not any(r["path"] == path and r["status"] == "replaced" for r in rows):
             problems.append(Problem(None, "orphan", f"array {path} belongs to no rep"))
             if repair:
                 A.delete_array(store._root, path)
@@ -84,14 +86,11 @@ def verify(store: Store, *, repair: bool = False) -> VerifyReport:
 
 
 def _exists(store: Store, path: str) -> bool:
-    return (Path(store.arrays_location) / path).exists() if "://" not in store.arrays_location else True
+    return A.array_exists(store._root, path)
 
 
 def _array_dirs(store: Store) -> list[str]:
-    if "://" in store.arrays_location:
-        return []
-    base = Path(store.arrays_location) / "reps"
-    return sorted(f"reps/{p.name}" for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+    return A.list_arrays(store._root)
 
 
 def _quarantine(store: Store, row: sa.RowMapping) -> None:
