@@ -35,6 +35,7 @@ def register_activations() -> None:
             return torch.nn.functional.layer_norm(y, y.shape[-1:])
 
     activations.ACT2CLS.setdefault("solu", SoLU)
+    activations.ACT2FN.setdefault("solu", SoLU)  # ACT2FN is a copy of ACT2CLS, not a view
     _REGISTERED = True
 
 
