@@ -59,7 +59,12 @@ def _layer(rep: Rep) -> int:
     return int(rep.site.removeprefix("hidden."))
 
 
-def _source(db: Database, rep: Rep) -> str:
+def _source(db: Database, rep: Rep, models: _Models | None = None) -> str:
+    if models is not None:
+        key = (rep.store, rep.model, rep.checkpoint)
+        if key not in models.sources:
+            models.sources[key] = _source(db, rep)
+        return models.sources[key]
     store = db.store_handle(rep.store)
     from actdb.store import schema as S
 
@@ -90,10 +95,15 @@ def _split(db: Database, rep: Rep, holdout: float) -> tuple[np.ndarray, np.ndarr
 
 
 class _Models:
-    """Loaded models of one plan, by weights location (loaded once)."""
+    """What one plan reuses across pairs: loaded models (by weights location), token
+    tables and splits (by tokenization), and B's own held-out outputs (by model and rows)."""
 
     def __init__(self) -> None:
         self.cache: dict[str, Any] = {}
+        self.tokens: dict[tuple[str, int], dict[str, np.ndarray]] = {}
+        self.splits: dict[tuple[str, str, float], tuple[np.ndarray, np.ndarray, str]] = {}
+        self.own: dict[tuple[Any, ...], list[Any]] = {}
+        self.sources: dict[tuple[str, str, str], str] = {}
 
     def get(self, source: str) -> Any:
         if source not in self.cache:
@@ -150,9 +160,16 @@ def stitch(db: Database, a: Rep, b: Rep, params: dict[str, Any], models: _Models
         raise InvalidInput(f"stitching {a.label()} into {b.label()} needs both to read the same tokens (same texts, "
                            "same tokenizer): A's activations at each token replace B's")
     t0 = time.perf_counter()
-    fit_ex, eval_ex, split_text = _split(db, a, float(params["holdout"]))
-    table = db.store_handle(a.store).token_table(a.tokenization_id)  # type: ignore[arg-type]
-    tokens = {"example": np.asarray(table.column("example")), "token_id": np.asarray(table.column("token_id"))}
+    split_key = (a.store, a.dataset, float(params["holdout"]))
+    if split_key not in models.splits:
+        models.splits[split_key] = _split(db, a, float(params["holdout"]))
+    fit_ex, eval_ex, split_text = models.splits[split_key]
+    tok_key = (a.store, int(a.tokenization_id))  # type: ignore[arg-type]
+    if tok_key not in models.tokens:
+        table = db.store_handle(a.store).token_table(a.tokenization_id)  # type: ignore[arg-type]
+        models.tokens[tok_key] = {"example": np.asarray(table.column("example")),
+                                  "token_id": np.asarray(table.column("token_id"))}
+    tokens = models.tokens[tok_key]
     fit_rows = np.flatnonzero(np.isin(tokens["example"], fit_ex))
     arr_a, arr_b = rep_array(db, a), rep_array(db, b)
     # 1. closed-form affine map from the moments of the fit rows (A is not re-run)
@@ -165,7 +182,7 @@ def stitch(db: Database, a: Rep, b: Rep, params: dict[str, Any], models: _Models
     ridge = float(params["ridge"]) * max(float(np.trace(pm.sxx)) / a.dim, 1e-12)
     W = np.linalg.solve(pm.sxx + ridge * np.eye(a.dim), pm.sxy)
     bias = pm.mean_y - pm.mean_x @ W
-    loaded = models.get(_source(db, b))
+    loaded = models.get(_source(db, b, models))
     if loaded.hidden_size != b.dim:
         raise InvalidInput(f"{b.label()} has width {b.dim} but its checkpoint's hidden size is {loaded.hidden_size}")
     if j > loaded.n_layers:
@@ -175,7 +192,7 @@ def stitch(db: Database, a: Rep, b: Rep, params: dict[str, Any], models: _Models
     for p in loaded.model.parameters():
         p.requires_grad_(False)
     head = loaded.head
-    loaded_a = models.get(_source(db, a)) if head == "masked" else None
+    loaded_a = models.get(_source(db, a, models)) if head == "masked" else None
     # 2. optional refinement of the map on B's own objective (B frozen)
     steps = int(params["train_steps"])
     if steps > 0:
@@ -207,8 +224,12 @@ def stitch(db: Database, a: Rep, b: Rep, params: dict[str, Any], models: _Models
     eval_ex = eval_ex[: int(params["max_eval_examples"])]
     own_sum = st_sum = cos_sum = 0.0
     count = 0
+    source_b = _source(db, b, models)
+    own_key = (source_b, tok_key, eval_ex.tobytes(), int(params["batch_size"]), head,
+               float(params["mask_rate"]), int(params["seed"]))
+    own_cached = models.own.setdefault(own_key, [])
     with torch.no_grad():
-        for rows, ids, mask in _batches(tokens, eval_ex, int(params["batch_size"])):
+        for bi, (rows, ids, mask) in enumerate(_batches(tokens, eval_ex, int(params["batch_size"]))):
             if head == "masked":
                 special = None
                 ids_in, labels = mask_tokens(ids, mask, loaded.tokenizer, rate=float(params["mask_rate"]),
@@ -226,15 +247,19 @@ def stitch(db: Database, a: Rep, b: Rep, params: dict[str, Any], models: _Models
                 continue
             x = _pad(arr_a.rows(np.concatenate(rows)).astype(np.float32), rows, ids.shape[1])
             mapped = x @ Wt + bt
-            own = forward(loaded, ids, mask)
             st = run_tail(loaded, mapped, j, mask)
+            if bi == len(own_cached):  # B's own output on this batch: once per plan
+                own_out = forward(loaded, ids, mask)
+                own_cached.append(float(next_token_loss(own_out, ids, mask, reduction="sum"))
+                                  if head == "causal" else own_out)
             if head == "causal":
                 valid = (mask[:, 1:].bool() & mask[:, :-1].bool())
                 n_tok = int(valid.sum())
-                own_sum += float(next_token_loss(own, ids, mask, reduction="sum"))
+                own_sum += own_cached[bi]
                 st_sum += float(next_token_loss(st, ids, mask, reduction="sum"))
                 count += n_tok
             else:
+                own = own_cached[bi]
                 sel = mask.bool()
                 diff = (st[sel] - own[sel]).float()
                 st_sum += float((diff ** 2).mean(-1).sum())
@@ -262,11 +287,12 @@ def run_model_tasks(db: Database, tasks: list[Any]) -> dict[tuple[Any, ...], Any
 
     models = _Models()
     out = {}
-    for t in tasks:
-        if t.measure != "stitching":
-            raise InvalidInput(f"no model-route implementation for measure {t.measure!r}")
-        res = stitch(db, t.a, t.b, t.params_dict, models)
-        out[t.cache_key] = Value(res["value"], res["n"], "model", res["seconds"], res["extra"])
+    with db.catalog.session():
+        for t in tasks:
+            if t.measure != "stitching":
+                raise InvalidInput(f"no model-route implementation for measure {t.measure!r}")
+            res = stitch(db, t.a, t.b, t.params_dict, models)
+            out[t.cache_key] = Value(res["value"], res["n"], "model", res["seconds"], res["extra"])
     return out
 
 
