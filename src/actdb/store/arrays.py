@@ -46,8 +46,8 @@ def _codec(name: str) -> list[Any] | None:
     raise InvalidInput(f"unknown codec {name!r}; choose one of {', '.join(CODECS)}")
 
 
-CODECS: tuple[str, ...] = ("lz4-bitshuffle", "none", "lz4", "zstd", "zstd-bitshuffle")
-DEFAULT_CODEC = "lz4-bitshuffle"
+CODECS: tuple[str, ...] = ("lz4", "none", "lz4-bitshuffle", "zstd", "zstd-bitshuffle")
+DEFAULT_CODEC = "lz4"
 
 
 def parse_dtype(value: object) -> StoredDtype:
@@ -91,6 +91,10 @@ def list_arrays(root: zarr.storage.StoreLike) -> list[str]:
         base = Path(root.root) / "reps"
         return sorted(f"reps/{p.name}" for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
     from zarr.core.sync import sync
+
+    fs = getattr(root, "fs", None)
+    if fs is not None and hasattr(fs, "invalidate_cache"):  # s3fs caches listings: other processes write too
+        fs.invalidate_cache()
 
     async def names() -> list[str]:
         return [n async for n in root.list_dir("reps/")]  # type: ignore[union-attr]

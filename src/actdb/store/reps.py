@@ -294,6 +294,15 @@ class RepsMixin:
             tok_id = self.add_tokenization(dataset, str(tokenizer), table, max_length=max_length).id
         model = parse_name(model, "model", allow_slash=True)
         checkpoint = parse_name(checkpoint, "checkpoint")
+        with self.catalog.session(), self.catalog.connect(write=True) as conn:
+            return self._open_writer(conn, model, checkpoint, ds, site, pooling, tok_id, tokenizer, expected, dim,
+                                     dtype, codec, layer, allow_nonfinite, overwrite, resume, ingest_run_id)
+
+    def _open_writer(self: Store, conn: Any, model: str, checkpoint: str, ds: Any, site: str, pooling: str,
+                     tok_id: int | None, tokenizer: str | None, expected: int, dim: int, dtype: str, codec: str,
+                     layer: int | None, allow_nonfinite: bool, overwrite: bool, resume: bool,
+                     ingest_run_id: int | None) -> RepWriter:
+        """The catalog half of opening a writer, in the caller's transaction (one commit)."""
         ckpt_id, step = self._checkpoint_id(model, checkpoint)
         key = [S.rep.c.checkpoint_id == ckpt_id, S.rep.c.dataset_id == ds.id, S.rep.c.site == site,
                S.rep.c.pooling == pooling,
@@ -301,27 +310,26 @@ class RepsMixin:
         layer = layer if layer is not None else layer_of_site(site)
         itemsize = 4 if dtype == "float32" else 2
         chunk_rows, shard_rows = A.layout(expected, dim, itemsize)
-        with self.catalog.connect(write=True) as conn:
-            rows = conn.execute(sa.select(S.rep).where(*key, S.rep.c.status.in_(("writing", "complete")))).mappings().all()
-            complete = [r for r in rows if r["status"] == "complete"]
-            writing = [r for r in rows if r["status"] == "writing"]
-            if complete and not overwrite:
-                raise AlreadyExists(
-                    f"rep {model}/{checkpoint}/{dataset}/{site} ({pooling}) is already stored as rep "
-                    f"{complete[0]['id']}; complete reps are immutable: pass overwrite=True to replace it")
-            replaces = complete[0]["id"] if complete else None
-            for w in writing:
-                if resume and w["n_rows"] == expected and w["dim"] == dim and w["dtype"] == dtype \
-                        and w["codec"] == codec and w["replaces"] == replaces:
-                    return self._resume_writer(w, site, allow_nonfinite)
-                conn.execute(S.rep.update().where(S.rep.c.id == w["id"]).values(status="abandoned"))
-            rep_id = conn.execute(sa.select(sa.Sequence("rep_id_seq").next_value())).scalar_one()
-            path = A.rep_path(rep_id)
-            conn.execute(S.rep.insert().values(
-                id=rep_id, checkpoint_id=ckpt_id, dataset_id=ds.id, tokenization_id=tok_id, site=site, layer=layer,
-                pooling=pooling, n_rows=expected, dim=dim, dtype=dtype, status="writing", path=path,
-                chunk_rows=chunk_rows, shard_rows=shard_rows, codec=codec, rows_written=0, replaces=replaces,
-                ingest_run_id=ingest_run_id, created_at=_now()))
+        rows = conn.execute(sa.select(S.rep).where(*key, S.rep.c.status.in_(("writing", "complete")))).mappings().all()
+        complete = [r for r in rows if r["status"] == "complete"]
+        writing = [r for r in rows if r["status"] == "writing"]
+        if complete and not overwrite:
+            raise AlreadyExists(
+                f"rep {model}/{checkpoint}/{ds.name}/{site} ({pooling}) is already stored as rep "
+                f"{complete[0]['id']}; complete reps are immutable: pass overwrite=True to replace it")
+        replaces = complete[0]["id"] if complete else None
+        for w in writing:
+            if resume and w["n_rows"] == expected and w["dim"] == dim and w["dtype"] == dtype \
+                    and w["codec"] == codec and w["replaces"] == replaces:
+                return self._resume_writer(w, site, allow_nonfinite)
+            conn.execute(S.rep.update().where(S.rep.c.id == w["id"]).values(status="abandoned"))
+        rep_id = conn.execute(sa.select(sa.Sequence("rep_id_seq").next_value())).scalar_one()
+        path = A.rep_path(rep_id)
+        conn.execute(S.rep.insert().values(
+            id=rep_id, checkpoint_id=ckpt_id, dataset_id=ds.id, tokenization_id=tok_id, site=site, layer=layer,
+            pooling=pooling, n_rows=expected, dim=dim, dtype=dtype, status="writing", path=path,
+            chunk_rows=chunk_rows, shard_rows=shard_rows, codec=codec, rows_written=0, replaces=replaces,
+            ingest_run_id=ingest_run_id, created_at=_now()))
         for w in writing:
             A.delete_array(self._root, w["path"])
         array = A.create_array(self._root, path, n_rows=expected, dim=dim, dtype=dtype, codec=codec,  # type: ignore[arg-type]
