@@ -97,11 +97,18 @@ class Database(Store):
 
 
 def open(path: str, *, catalog_url: str | None = None, read_only: bool = False,  # noqa: A001 - public name
-         busy_timeout: float = 10.0) -> Database:
+         busy_timeout: float = 10.0, arrays_url: str | None = None,
+         storage_options: dict[str, Any] | None = None) -> Database:
     """Open (or create) the store at ``path``.
 
     ``catalog_url``: a SQLAlchemy URL for the catalog (default: ``path/catalog.duckdb``),
     e.g. ``postgresql+psycopg://user@host/db`` for a shared catalog; it is remembered in
     the store. ``read_only``: open for reading while another process writes.
+    ``busy_timeout``: seconds to retry while another process holds a DuckDB catalog
+    before raising :class:`~actdb.errors.StoreBusy`. ``arrays_url``: when creating a
+    store, keep its arrays on an object store (``s3://bucket/prefix``; remembered in the
+    store); ``storage_options``: fsspec options for it (default: endpoint and credentials
+    from the environment, e.g. ``AWS_ENDPOINT_URL``).
     """
-    return Database(path, catalog_url=catalog_url, read_only=read_only, busy_timeout=busy_timeout)
+    return Database(path, catalog_url=catalog_url, read_only=read_only, busy_timeout=busy_timeout,
+                    arrays_url=arrays_url, storage_options=storage_options)

@@ -24,7 +24,7 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _query_data():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("actdb_tests_query_data_cli", ROOT / "tests" / "query" / "conftest.py")
+    spec = importlib.util.spec_from_file_location("actdb_tests_query_data_cli", ROOT / "tests" / "query" / "query_data.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -24,8 +24,8 @@ API_KEY = "test-key-0123456789"
 
 
 def query_fixtures() -> Any:
-    """tests/query/conftest.py as a module (its ``fill`` builds the synthetic store)."""
-    path = Path(__file__).parents[1] / "query" / "conftest.py"
+    """tests/query/query_data.py as a module (its ``fill`` builds the synthetic store)."""
+    path = Path(__file__).parents[1] / "query" / "query_data.py"
     spec = importlib.util.spec_from_file_location("actdb_tests_query_data", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

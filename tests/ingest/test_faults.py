@@ -83,7 +83,7 @@ def test_sigkill_then_resume_is_byte_identical(tmp_path: Path, neox_sweep: Path)
 
 def test_doubling_the_dataset_does_not_raise_peak_memory(tmp_path: Path, neox_sweep: Path,
                                                          corpus: list[str]) -> None:
-    from conftest import make_sweep  # type: ignore[import-not-found]
+    from tiny_models import make_sweep
 
     # Cheap to run, wide to store: 2 MLP activations of width 2048 per token.
     folder = make_sweep("gpt_neox", tmp_path / "wide", corpus[:64], steps=(1,), width=32, mlp=2048)

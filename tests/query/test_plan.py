@@ -10,7 +10,7 @@ from actdb.query import measures as M
 from actdb.query import parse_filter_string
 from actdb.store.arrays import RepArray
 
-from conftest import N_EX, STEPS, TOK_PER_EX, token_table
+from query_data import N_EX, STEPS, TOK_PER_EX, token_table
 
 
 @pytest.fixture
@@ -211,7 +211,7 @@ def test_sql_dissim_batches_into_one_plan(qdb, monkeypatch):
 def test_cross_store_equals_within_store(tmp_path, qdb):
     import actdb
 
-    from conftest import fill
+    from query_data import fill
 
     db, _ = qdb
     fill(db, model="other", seed=5, dataset="d")  # same texts, second model, in the local store

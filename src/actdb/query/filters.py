@@ -111,6 +111,8 @@ def _parse_token(key: str, text: str) -> Any:
         if len(nums) == 3:
             if nums[0] is None or nums[1] is None or nums[2] is None:
                 raise InvalidInput(f"stepped range {key}={text!r} needs start, stop and step")
+            if nums[2] == 0:
+                raise InvalidInput(f"stepped range {key}={text!r} has step 0; use a step of 1 or more")
             return range(nums[0], nums[1], nums[2])
         return slice(nums[0], nums[1])
     if key in NUMBER_KEYS and re.fullmatch(r"-?\d+", text):

@@ -32,12 +32,32 @@ TOKEN_COLUMNS = ("row", "example", "position", "token_id", "token", "char_start"
 EXAMPLE_COLUMNS = ("example", "text", "label", "split")
 _SAFE_FUNCS = {"lower", "upper", "length", "abs", "coalesce", "trim", "substring", "substr", "strpos",
                "starts_with", "ends_with", "contains", "regexp_matches", "like", "ilike", "least", "greatest",
-               "round", "floor", "ceil", "mod", "len", "nullif", "ifnull"}
+               "round", "floor", "ceil", "mod", "len", "nullif", "ifnull",
+               "typeof", "octet_length", "power", "pow"}  # (the last four: how sqlglot renders length()
+                                                          # and round(x, n) for DuckDB)
 _WORD = re.compile(r"\S+")
 
 
 def normalize_subset(predicate: str) -> str:
     """Validate a row-subset predicate and return its canonical SQL text.
+
+    Allowed: comparisons, boolean logic, IN lists, LIKE, CASE, arithmetic, and a few pure
+    string/number functions over the columns token, example, position, token_id, row,
+    char_start, char_end, special, text, label, split. Refused: statements, subqueries,
+    any other function (nothing that reads files or settings). The canonical text (what is
+    evaluated and hashed into the cache key) is validated too: what runs is what was checked.
+    """
+    canonical = _check_predicate(predicate)
+    try:
+        _check_predicate(canonical)
+    except InvalidInput as exc:
+        raise type(exc)(f"subset {predicate!r} cannot be used: its canonical form {canonical!r} is refused "
+                        f"({exc}); simplify the predicate") from None
+    return canonical
+
+
+def _check_predicate(predicate: str) -> str:
+    """One validation pass: the checks of :func:`normalize_subset`, and the generated SQL.
 
     Allowed: comparisons, boolean logic, IN lists, LIKE, CASE, arithmetic, and a few pure
     string/number functions over the columns token, example, position, token_id, row,
@@ -50,7 +70,7 @@ def normalize_subset(predicate: str) -> str:
         raise UnsafeQuery(f"subset {predicate!r} contains ';': give one predicate, not statements")
     try:
         tree = sqlglot.parse_one(f"SELECT 1 FROM t WHERE {predicate}", read="duckdb")
-    except sqlglot.errors.ParseError as exc:
+    except sqlglot.errors.SqlglotError as exc:
         raise InvalidInput(f"subset {predicate!r} does not parse: {str(exc).splitlines()[0]}") from None
     where = tree.args.get("where")
     if not isinstance(tree, exp.Select) or where is None or tree.args.get("from_") is None and tree.args.get("from") is None:
@@ -60,7 +80,7 @@ def normalize_subset(predicate: str) -> str:
         if isinstance(node, (exp.Select, exp.Subquery, exp.Command, exp.Copy, exp.Pragma, exp.Set, exp.Attach,
                              exp.Insert, exp.Update, exp.Delete, exp.Create, exp.Drop, exp.Table)):
             raise UnsafeQuery(f"subset {predicate!r} may not contain {node.key.upper()}: only a predicate over columns")
-        if isinstance(node, exp.Anonymous):
+        if isinstance(node, exp.Anonymous) and node.name.lower() not in _SAFE_FUNCS:
             raise UnsafeQuery(f"subset {predicate!r} calls {node.name}(), which is not allowed; allowed functions: "
                               + ", ".join(sorted(_SAFE_FUNCS)))
         if isinstance(node, exp.Func) and not isinstance(node, (exp.Like, exp.ILike, exp.In, exp.Between, exp.Case,

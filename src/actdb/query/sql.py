@@ -46,7 +46,7 @@ def check_select(query: str, *, dialect: str = "duckdb") -> exp.Expression:
         raise UnsafeQuery("empty SQL; give one SELECT statement")
     try:
         statements = [s for s in sqlglot.parse(query, read=dialect) if s is not None]
-    except sqlglot.errors.ParseError as exc:
+    except sqlglot.errors.SqlglotError as exc:
         raise InvalidInput(f"SQL does not parse: {str(exc).splitlines()[0]}") from None
     if len(statements) != 1:
         raise UnsafeQuery(f"{len(statements)} statements given; actdb SQL runs exactly one SELECT")
@@ -143,11 +143,12 @@ def _connect_duckdb(store: Store, path: str) -> Any:
 
     import duckdb
 
-    from actdb.store.catalog import busy_error, is_lock_error
+    from actdb.store.catalog import busy_error, is_lock_error, yield_to_writer
 
     deadline = time.monotonic() + store.catalog.busy_timeout
     delay = 0.01
     while True:
+        yield_to_writer(store.catalog.intent_file, deadline)
         try:
             return duckdb.connect(path, read_only=True,
                                   config={"enable_external_access": False, "lock_configuration": True})

@@ -10,6 +10,7 @@ writer's pid. PostgreSQL catalogs work the same way, without the lock.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import threading
 import time
@@ -58,6 +59,62 @@ def busy_error(exc: BaseException, where: str) -> StoreBusy:
         "one writing process at a time: retry when it finishes, talk to it through "
         "`actdb serve`, or use a PostgreSQL catalog for many writers."
     )
+
+
+WRITER_INTENT_TTL = 30.0  # seconds after which a waiting writer's note is ignored (it died)
+
+
+def announce_writer(path: str | None) -> bool:
+    """Leave a note that this process waits to write (True when the note is ours)."""
+    if path is None:
+        return False
+    try:
+        with open(path, "x") as fh:
+            fh.write(str(os.getpid()))
+        return True
+    except OSError:  # another writer waits already (or the folder is read-only)
+        return False
+
+
+def withdraw_writer(path: str | None) -> None:
+    if path is None:
+        return
+    with contextlib.suppress(OSError):
+        with open(path) as fh:
+            mine = fh.read().strip() == str(os.getpid())
+        if mine:
+            os.remove(path)
+
+
+def yield_to_writer(path: str | None, deadline: float) -> None:
+    """A reader about to open a DuckDB catalog waits while a live writer waits for it
+    (readers' shared locks could otherwise keep a writer out indefinitely)."""
+    if path is None:
+        return
+    delay = 0.005
+    while time.monotonic() < deadline:
+        try:
+            age = time.time() - os.stat(path).st_mtime
+            with open(path) as fh:
+                pid = int(fh.read().strip() or 0)
+        except (OSError, ValueError):
+            return
+        if age > WRITER_INTENT_TTL or pid == os.getpid() or not _alive(pid):
+            return
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def is_corrupt_error(exc: BaseException) -> bool:
@@ -130,20 +187,38 @@ class Catalog:
     def _open(self) -> sa.Connection:
         deadline = time.monotonic() + self.busy_timeout
         delay = 0.01
-        while True:
-            try:
-                conn = self.engine.connect()
-                break
-            except sa.exc.DBAPIError as exc:
-                if not is_lock_error(exc):
-                    if self.dialect == "duckdb" and is_corrupt_error(exc):
-                        raise corrupt_error(exc, self.where) from None
-                    raise
-                if time.monotonic() > deadline:
-                    raise busy_error(exc, self.where) from None
-                time.sleep(delay)
-                delay = min(delay * 2, 0.5)
+        announced = False
+        try:
+            while True:
+                if self.read_only:
+                    yield_to_writer(self.intent_file, deadline)
+                try:
+                    conn = self.engine.connect()
+                    break
+                except sa.exc.DBAPIError as exc:
+                    if not is_lock_error(exc):
+                        if self.dialect == "duckdb" and is_corrupt_error(exc):
+                            raise corrupt_error(exc, self.where) from None
+                        raise
+                    if not self.read_only and not announced:
+                        announced = announce_writer(self.intent_file)
+                    if time.monotonic() > deadline:
+                        raise busy_error(exc, self.where) from None
+                    time.sleep(delay)
+                    delay = min(delay * 2, 0.5)
+        finally:
+            if announced:
+                withdraw_writer(self.intent_file)
         return conn
+
+    @property
+    def intent_file(self) -> str | None:
+        """``catalog.duckdb.writer-waiting``: a writer waiting for the lock says so here, and
+        readers hold back until it got in (DuckDB readers would otherwise starve it)."""
+        if self.dialect != "duckdb":
+            return None
+        database = sa.engine.make_url(self.url).database
+        return None if not database or database == ":memory:" else database + ".writer-waiting"
 
     def dispose(self) -> None:
         self.engine.dispose()
