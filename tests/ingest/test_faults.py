@@ -89,8 +89,8 @@ def test_doubling_the_dataset_does_not_raise_peak_memory(tmp_path: Path, neox_sw
     folder = make_sweep("gpt_neox", tmp_path / "wide", corpus[:64], steps=(1,), width=32, mlp=2048)
     model = folder / "checkpoint-1"
     opts = ("--chunk-bytes", 65536, "--max-length", 32, "--batch-size", 32, "--sites", "*.mlp.act")
-    small = _finish(_child(tmp_path / "s1", model, 400, *opts))
-    large = _finish(_child(tmp_path / "s2", model, 800, *opts))
+    small = _finish(_child(tmp_path / "s1", model, 1000, *opts))
+    large = _finish(_child(tmp_path / "s2", model, 2000, *opts))
     # what holding the extra activations would cost, even in stored float16
     extra_mib = (large["n_rows"] - small["n_rows"]) * 2048 * 2 * 2 / 2**20
     assert extra_mib > 0.10 * small["peak_rss_mib"], "the test must be able to see unbounded memory"
