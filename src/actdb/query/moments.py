@@ -31,6 +31,16 @@ norms that CKA divides, and their float32 error would otherwise not average out.
 ``MIXED_MIN_WIDTH`` total columns mixed uses float64 (cheap and exact). Measured CKA error vs
 float64: ≤ 1e-8 at every shape in ``tests/query/test_moments.py`` and ``bench/measures.py``
 (worst seen ~8e-9, on isotropic data with CKA ≈ 0.9999; ~1e-10 on activation-like data).
+float64 input is rounded to float32 once centred (~6e-8 relative per value), so on
+ill-conditioned float64 data mixed can be off by a few 1e-8; mixed is meant for the float16 /
+float32 activations a store holds.
+
+``pairs=`` restricts the work to the blocks some pairs need (a plan that compares each
+checkpoint with the final one, or only the pairs not yet cached, does a fraction of the
+``n·D²`` flops); ``skip_diag=`` leaves out reps' own blocks that a per-rep cache supplies
+afterwards through :meth:`Moments.set_rep` (what :meth:`Moments.rep` extracted earlier).
+The statistics around the exact mean are computed once per accumulator state and shared
+by every :meth:`Moments.pair` read (read-only arrays).
 """
 
 from __future__ import annotations
@@ -45,7 +55,7 @@ import numpy as np
 from actdb.errors import InvalidInput, NonFinite
 
 Precision = Literal["float64", "mixed"]
-DEFAULT_BUDGET_BYTES = 64 * 2**20
+DEFAULT_BUDGET_BYTES = 256 * 2**20
 #: With ``precision="mixed"``, totals of at most this many columns still use float64 products.
 MIXED_MIN_WIDTH = 256
 #: With ``precision="mixed"``, products among each rep's this-many largest-variance columns
@@ -161,6 +171,7 @@ class Moments:
         self.precision: Precision = _parse_precision(precision)
         self.budget_bytes = int(budget_bytes)
         self._heavy: tuple[np.ndarray, list[np.ndarray], list[np.ndarray]] | None = None
+        self._centred: Moments | None = None  # memo of recentered(mean()), see pair()
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -170,16 +181,25 @@ class Moments:
         *,
         precision: Precision = "float64",
         budget_bytes: int = DEFAULT_BUDGET_BYTES,
+        pairs: Iterable[tuple[int, int]] | None = None,
+        skip_diag: Iterable[int] = (),
     ) -> Moments:
-        """An accumulator with no rows for representations of widths ``dims``."""
+        """An accumulator with no rows for representations of widths ``dims``.
+
+        ``pairs`` (rep-index pairs, ``i == j`` allowed; default: all) limits the work to the
+        blocks those pairs need: the listed cross blocks and the diagonal block of every rep
+        that appears — a plan comparing each checkpoint with the final one, or only the pairs
+        not yet cached, does a fraction of the ``n·D²`` flops. ``skip_diag`` lists reps whose
+        own (diagonal) block is not accumulated at all because the caller has it already
+        (a per-rep cache); supply it with :meth:`set_rep` before reading a pair.
+        """
         dims = tuple(int(d) for d in dims)
         if not dims or any(d < 1 for d in dims):
             raise InvalidInput(f"dims must be a non-empty list of positive widths, got {dims}")
         total = sum(dims)
         p = len(dims)
-        blocks = {
-            (i, j): np.zeros((dims[i], dims[j])) for i in range(p) for j in range(i, p)
-        }
+        keys = _block_keys(p, pairs, skip_diag)
+        blocks = {(i, j): np.zeros((dims[i], dims[j])) for i, j in keys}
         return cls(
             dims, n=0, center=np.zeros(total), sum_u=np.zeros(total), blocks=blocks,
             w=np.zeros(p), v=np.zeros((p, total)), q=np.zeros((p, p)),
@@ -212,6 +232,10 @@ class Moments:
         """``U_iᵀU_j`` around the current shift ``center`` (not the mean)."""
         return self.blocks[(i, j)] if i <= j else self.blocks[(j, i)].T
 
+    def has_pair(self, i: int, j: int) -> bool:
+        """Whether every block pair ``(i, j)`` needs was accumulated (see ``pairs=``)."""
+        return all(_key(a, b) in self.blocks for a, b in ((i, i), (j, j), (i, j)))
+
     # ------------------------------------------------------------------ accumulation
     def update(self, chunks: Sequence[Any]) -> Moments:
         """Add one chunk of rows: ``chunks[p]`` is ``(rows, d_p)`` for rep p (numpy or torch,
@@ -231,6 +255,7 @@ class Moments:
                 )
         if rows == 0:
             return self
+        self._centred = None
         total = int(self.offsets[-1])
         work = np.float32 if self._float32_products() else np.float64
         step = max(1, self.budget_bytes // (2 * np.dtype(work).itemsize * total))
@@ -304,34 +329,52 @@ class Moments:
             uh = u[:, heavy[0]].astype(np.float64)
             hh = uh.T @ uh  # the heavy × heavy entries exactly (float32 products fit float64)
         for a, b in self._panels(work):
-            lo, mid = int(self.offsets[a]), int(self.offsets[b])
-            g = u[:, lo:mid]
-            diag = g.T @ g  # same buffer transposed: numpy calls SYRK
-            rest = g.T @ u[:, mid:] if b < self.n_reps else None
+            self._panel_products(u, a, b, hh, heavy)
+
+    def _panel_products(self, u: np.ndarray, a: int, b: int, hh: np.ndarray | None,
+                        heavy: tuple[np.ndarray, list[np.ndarray], list[np.ndarray]] | None) -> None:
+        """Accumulate the wanted blocks ``(i, j)``, ``a ≤ i < b``, ``j ≥ i``: SYRK for the panel's
+        own square (when any of its blocks is wanted), one GEMM per run of consecutive wanted
+        reps to its right."""
+        off = self.offsets
+        lo, mid = int(off[a]), int(off[b])
+        g = u[:, lo:mid]
+        want = {j for i in range(a, b) for j in range(i, self.n_reps) if (i, j) in self.blocks}
+        if not want:
+            return
+        products: list[tuple[int, int, np.ndarray]] = []  # (first rep, end rep, g.T @ u[:, reps])
+        if any(j < b for j in want):
+            products.append((a, b, g.T @ g))  # same buffer transposed: numpy calls SYRK
+        right = sorted(j for j in want if j >= b)
+        for c, e in _runs(right):
+            products.append((c, e, g.T @ u[:, int(off[c]):int(off[e])]))
+        for c, e, prod in products:
             for i in range(a, b):
-                r0 = int(self.offsets[i] - self.offsets[a])
-                for j in range(i, self.n_reps):
-                    src = diag if j < b else rest
-                    c0 = int(self.offsets[j] - (self.offsets[a] if j < b else self.offsets[b]))
-                    part = src[r0:r0 + self.dims[i], c0:c0 + self.dims[j]]  # type: ignore[index]
-                    self.blocks[(i, j)] += part
+                r0 = int(off[i] - off[a])
+                for j in range(max(i, c), e):
+                    dst = self.blocks.get((i, j))
+                    if dst is None:
+                        continue
+                    c0 = int(off[j] - off[c])
+                    part = prod[r0:r0 + self.dims[i], c0:c0 + self.dims[j]]
+                    dst += part
                     if hh is not None and heavy is not None:
                         hi, hj = heavy[1][i], heavy[1][j]
                         pi, pj = heavy[2][i], heavy[2][j]
-                        self.blocks[(i, j)][np.ix_(hi, hj)] += (
-                            hh[np.ix_(pi, pj)] - part[np.ix_(hi, hj)]
-                        )
+                        dst[np.ix_(hi, hj)] += hh[np.ix_(pi, pj)] - part[np.ix_(hi, hj)]
 
     def _assign(self, other: Moments) -> None:
         self.center, self.sum_u, self.blocks = other.center, other.sum_u, other.blocks
         self.w, self.v, self.q = other.w, other.v, other.q
+        self._centred = None
 
     def _heavy_columns(self, u: np.ndarray) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
         """The ``HEAVY_PER_REP`` largest-variance columns of each rep (chosen once, from the
         first float32 chunk), as (global column indices, per-rep local indices, per-rep
         positions in the global list). Their mutual products are computed in float64."""
         if self._heavy is None:
-            var = u.var(axis=0, dtype=np.float64)
+            head = u[:4096]  # u is already (nearly) centred: Σu² ranks the columns by variance
+            var = np.einsum("ij,ij->j", head, head)
             local, glob, pos, k = [], [], [], 0
             for p in range(self.n_reps):
                 sl = self._slice(p)
@@ -373,21 +416,28 @@ class Moments:
         new_center = np.asarray(new_center, dtype=np.float64)
         delta = self.center - new_center
         n, s = self.n, self.sum_u
-        out = self.copy()
-        out.center = new_center.copy()
-        out.sum_u = s + n * delta
+        out = Moments(
+            self.dims, n=n, center=new_center.copy(), sum_u=s + n * delta, blocks={},
+            w=self.w, v=self.v, q=self.q, precision=self.precision, budget_bytes=self.budget_bytes,
+        )
+        out._heavy = self._heavy
         P = self.n_reps
         sl = [self._slice(p) for p in range(P)]
         for (i, j), b in self.blocks.items():
             di, dj, si, sj = delta[sl[i]], delta[sl[j]], s[sl[i]], s[sl[j]]
-            out.blocks[(i, j)] = b + np.outer(di, sj) + np.outer(si, dj) + n * np.outer(di, dj)
+            # S + δ_i s_jᵀ + s_i δ_jᵀ + n δ_i δ_jᵀ as one rank-2 product (two passes over S)
+            nb = np.stack([di, si], axis=1) @ np.stack([sj + n * dj, dj])
+            nb += b
+            out.blocks[(i, j)] = nb
         # a_p(i) = u_p(i)·δ_p ; e_p = |δ_p|²
         e = np.array([delta[sl[p]] @ delta[sl[p]] for p in range(P)])
         sum_a = np.array([s[sl[p]] @ delta[sl[p]] for p in range(P)])
         # Σ_i u(i) a_p(i) = S[:, p] δ_p  (D-vector, full symmetric column panel)
-        s_delta = np.stack(
-            [np.concatenate([self.block(j, p) @ delta[sl[p]] for j in range(P)]) for p in range(P)]
-        )
+        s_delta = np.full((P, int(self.offsets[-1])), np.nan)  # NaN where a block is missing:
+        for (i, j), b in self.blocks.items():  # only pairs that were never wanted read those
+            s_delta[j, sl[i]] = b @ delta[sl[j]]
+            if i != j:
+                s_delta[i, sl[j]] = delta[sl[i]] @ b
         out.w = self.w + 2 * sum_a + n * e
         out.v = (
             self.v + np.outer(self.w, delta) + 2 * s_delta + 2 * np.outer(sum_a, delta)
@@ -395,6 +445,7 @@ class Moments:
         )
         # Σ ρ_p a_q = V_p[q-slice]·δ_q ; Σ a_p a_q = δ_pᵀ S_pq δ_q
         rho_a = np.array([[self.v[p, sl[q]] @ delta[sl[q]] for q in range(P)] for p in range(P)])
+
         aa = np.array([[s_delta[q, sl[p]] @ delta[sl[p]] for q in range(P)] for p in range(P)])
         out.q = (
             self.q + 2 * rho_a + 2 * rho_a.T + 4 * aa
@@ -414,9 +465,18 @@ class Moments:
             return NotImplemented
         if other.dims != self.dims:
             raise InvalidInput(f"cannot combine Moments of dims {self.dims} and {other.dims}")
+        if set(other.blocks) != set(self.blocks):
+            raise InvalidInput("cannot combine Moments that accumulated different blocks (pairs=...)")
         ref = self if self.n else other
-        out = Moments.empty(self.dims, precision=self.precision, budget_bytes=self.budget_bytes)
+        out = self.copy()
+        out.n = 0
         out.center = ref.center.copy()
+        out.sum_u[:] = 0
+        for blk in out.blocks.values():
+            blk[:] = 0
+        out.w[:] = 0
+        out.v[:] = 0
+        out.q[:] = 0
         for part, sgn in ((self, 1), (other, sign)):
             if part.n == 0:
                 continue
@@ -445,24 +505,38 @@ class Moments:
 
     # ------------------------------------------------------------------ reading
     def pair(self, i: int, j: int) -> PairMoments:
-        """Centred moments of reps ``(i, j)`` around their exact means (``i == j`` allowed)."""
+        """Centred moments of reps ``(i, j)`` around their exact means (``i == j`` allowed).
+
+        The statistics are re-expressed around the exact mean once per accumulator state
+        (memoised until the next update), so reading all P² pairs costs one recentring."""
         for k in (i, j):
             if not 0 <= k < self.n_reps:
                 raise InvalidInput(f"rep index {k} out of range for {self.n_reps} reps")
-        sub = self.subset([i] if i == j else [i, j])
-        sub = sub.recentered(sub.mean())
-        a, b = (0, 0) if i == j else (0, 1)
+        if not self.has_pair(i, j):
+            raise InvalidInput(
+                f"pair ({i}, {j}) was not accumulated: this Moments was built with pairs=... "
+                "that exclude it, or a skipped diagonal block was never supplied with set_rep()"
+            )
+        c = self._centred_state()  # read-only arrays, shared between pairs: no copies
+        sxx, syy = c.block(i, i), c.block(j, j)
         return PairMoments(
-            n=sub.n,
-            mean_x=sub.center[sub._slice(a)].copy(),
-            mean_y=sub.center[sub._slice(b)].copy(),
-            sxx=_sym(sub.block(a, a)),
-            syy=_sym(sub.block(b, b)),
-            sxy=sub.block(a, b).copy() if a != b else _sym(sub.block(a, a)),
-            sum_kk=float(sub.q[a, a]),
-            sum_ll=float(sub.q[b, b]),
-            sum_kl=float(sub.q[a, b]),
+            n=c.n, mean_x=c.center[c._slice(i)], mean_y=c.center[c._slice(j)], sxx=sxx, syy=syy,
+            sxy=c.block(i, j),
+            sum_kk=float(c.q[i, i]), sum_ll=float(c.q[j, j]), sum_kl=float(c.q[i, j]),
         )
+
+    def _centred_state(self) -> Moments:
+        """``recentered(mean())`` with symmetrised, read-only diagonal blocks (memoised)."""
+        if self._centred is None or self._centred.n != self.n:
+            c = self.recentered(self.mean())
+            for (i, j), b in c.blocks.items():
+                if i == j:
+                    b += b.T.copy()
+                    b *= 0.5
+                b.flags.writeable = False
+            c.center.flags.writeable = False
+            self._centred = c
+        return self._centred
 
     def subset(self, reps: Sequence[int]) -> Moments:
         """The accumulator restricted to the listed reps (in that order)."""
@@ -472,13 +546,51 @@ class Moments:
         blocks = {}
         for a in range(len(reps)):
             for b in range(a, len(reps)):
-                blocks[(a, b)] = self.block(reps[a], reps[b]).copy()
+                if _key(reps[a], reps[b]) in self.blocks:
+                    blocks[(a, b)] = self.block(reps[a], reps[b]).copy()
         return Moments(
             dims, n=self.n, center=self.center[cols].copy(), sum_u=self.sum_u[cols].copy(),
             blocks=blocks, w=self.w[reps].copy(), v=self.v[np.ix_(reps, cols)].copy(),
             q=self.q[np.ix_(reps, reps)].copy(), precision=self.precision,
             budget_bytes=self.budget_bytes,
         )
+
+    def rep(self, p: int) -> Moments:
+        """Rep ``p``'s own statistics as a one-rep accumulator (what a per-rep cache keeps;
+        serialise with :meth:`to_bytes`). Needs its diagonal block."""
+        if _key(p, p) not in self.blocks:
+            raise InvalidInput(f"rep {p}'s own block was not accumulated (skip_diag); nothing to extract")
+        return self.subset([p])
+
+    def set_rep(self, p: int, single: Moments) -> Moments:
+        """Supply rep ``p``'s diagonal block from ``single`` (a one-rep accumulator over the
+        same rows, e.g. from a cache: :meth:`rep` of an earlier pass), re-expressed exactly
+        around this accumulator's shift. Everything else about rep ``p`` (sums, row norms,
+        cross terms) this pass accumulates itself. Returns ``self``."""
+        if not 0 <= p < self.n_reps:
+            raise InvalidInput(f"rep index {p} out of range for {self.n_reps} reps")
+        if single.n_reps != 1 or single.dims[0] != self.dims[p]:
+            raise InvalidInput(
+                f"set_rep needs a one-rep Moments of width {self.dims[p]}, got dims {single.dims}"
+            )
+        if single.n != self.n:
+            raise InvalidInput(
+                f"set_rep: the cached statistics cover {single.n} rows but this pass has {self.n}; "
+                "they are not the same rows - recompute them (drop the cached entry)"
+            )
+        sl = self._slice(p)
+        moved = single.recentered(self.center[sl])
+        if not np.allclose(moved.sum_u, self.sum_u[sl], rtol=1e-6, atol=1e-6 * max(1.0, self.n)):
+            raise InvalidInput(
+                f"set_rep: the cached statistics of rep {p} have different column sums than this "
+                "pass; they are not the same rows - recompute them (drop the cached entry)"
+            )
+        # its own statistics (a merge may have left NaN where the block was missing)
+        self.blocks[(p, p)] = moved.blocks[(0, 0)].copy()
+        self.w[p], self.q[p, p] = moved.w[0], moved.q[0, 0]
+        self.v[p, sl] = moved.v[0]
+        self._centred = None
+        return self
 
     # ------------------------------------------------------------------ persistence
     def to_arrays(self) -> dict[str, np.ndarray]:
@@ -507,10 +619,13 @@ class Moments:
                 )
             dims = [int(d) for d in arrays["dims"]]
             p = len(dims)
+            names = set(arrays.files if hasattr(arrays, "files") else arrays.keys())
             blocks = {
                 (i, j): np.array(arrays[f"block_{i}_{j}"], dtype=np.float64)
-                for i in range(p) for j in range(i, p)
+                for i in range(p) for j in range(i, p) if f"block_{i}_{j}" in names
             }
+            if not any(i == j for i, j in blocks):
+                raise KeyError("block_0_0")
             return cls(
                 dims, n=int(arrays["n"]), center=np.array(arrays["center"], dtype=np.float64),
                 sum_u=np.array(arrays["sum_u"], dtype=np.float64), blocks=blocks,
@@ -542,8 +657,37 @@ class Moments:
         )
 
 
-def _sym(a: np.ndarray) -> np.ndarray:
-    return (a + a.T) / 2.0
+def _key(i: int, j: int) -> tuple[int, int]:
+    return (i, j) if i <= j else (j, i)
+
+
+def _block_keys(p: int, pairs: Iterable[tuple[int, int]] | None, skip_diag: Iterable[int]) -> list[tuple[int, int]]:
+    """The upper-triangle block keys ``pairs`` needs (all of them when ``None``)."""
+    if pairs is None:
+        keys = {(i, j) for i in range(p) for j in range(i, p)}
+    else:
+        keys = set()
+        for pair in pairs:
+            i, j = (int(x) for x in pair)
+            if not (0 <= i < p and 0 <= j < p):
+                raise InvalidInput(f"pairs: ({i}, {j}) is out of range for {p} reps")
+            keys |= {_key(i, j), (i, i), (j, j)}
+    for k in skip_diag:
+        if not 0 <= int(k) < p:
+            raise InvalidInput(f"skip_diag: rep {k} is out of range for {p} reps")
+        keys.discard((int(k), int(k)))
+    return sorted(keys)
+
+
+def _runs(idx: Sequence[int]) -> list[tuple[int, int]]:
+    """Sorted indices as ``[start, end)`` runs of consecutive values."""
+    out: list[tuple[int, int]] = []
+    for k in idx:
+        if out and out[-1][1] == k:
+            out[-1] = (out[-1][0], k + 1)
+        else:
+            out.append((k, k + 1))
+    return out
 
 
 def _parse_precision(value: str) -> Precision:
