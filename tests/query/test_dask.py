@@ -23,3 +23,18 @@ def test_dask_with_subset(qdb):
     plan = db.reps(checkpoint="final").compare(measure="linear_cka", subset="position % 2 = 0")
     local = plan.compute().values()
     assert plan.compute(executor="dask", recompute=True).values() == pytest.approx(local, rel=1e-10)
+
+
+@pytest.mark.slow
+def test_dask_stderr_and_cached_reps_equal_local(qdb):
+    db, _ = qdb
+    sel = db.reps(checkpoint="final", layer=[1, 2])
+    local = sel.compare(measure=["linear_cka", "procrustes"], stderr=True).compute()
+    distributed = sel.compare(measure=["linear_cka", "procrustes"], stderr=True).compute(executor="dask",
+                                                                                         recompute=True)
+    assert distributed.values() == pytest.approx(local.values(), rel=1e-10)
+    assert [r["stderr"] for r in distributed.rows] == pytest.approx([r["stderr"] for r in local.rows], rel=1e-10)
+    # every rep's own moments are cached now: the dask pass accumulates cross blocks only
+    cross = db.reps(checkpoint="final", layer=1).compare(db.reps(checkpoint="final", layer=2), measure="svcca")
+    on_dask = cross.compute(executor="dask").values()
+    assert on_dask == pytest.approx(cross.compute(recompute=True).values(), rel=1e-10)

@@ -20,7 +20,10 @@ if TYPE_CHECKING:
     from actdb.query.selection import Rep
 
 
-def _partial(specs: list[dict[str, Any]], index: np.ndarray | None, block_rows: int, start: int, stop: int) -> bytes:
+def _partial(specs: list[dict[str, Any]], index: np.ndarray | None, block_rows: int, start: int, stop: int,
+             pairs: list[tuple[int, int]] | None = None, skip_diag: list[int] | None = None,
+             edges: np.ndarray | None = None) -> list[tuple[int, bytes]]:
+    """Moments of rows ``start:stop``: (shard, serialised Moments) for each shard with rows."""
     from actdb.query.executor import moments_pass
     from actdb.query.rows import Source
     from actdb.store.arrays import RepArray, open_root
@@ -31,12 +34,16 @@ def _partial(specs: list[dict[str, Any]], index: np.ndarray | None, block_rows: 
         arr = RepArray(root, s["path"], rep_id=s["rep_id"], n_rows=s["n_rows"], dim=s["dim"], dtype=s["dtype"],
                        chunk_rows=s["chunk_rows"], shard_rows=s["shard_rows"])
         sources.append(Source(arr, index))
-    return moments_pass(sources, block_rows, start, stop).to_bytes()
+    parts = moments_pass(sources, block_rows, start, stop, pairs=pairs, skip_diag=skip_diag or (), edges=edges)
+    return [(g, m.to_bytes()) for g, m in enumerate(parts) if m.n or len(parts) == 1]
 
 
 def dask_moments(db: Database, reps: list[Rep], sources: list[Source], block_rows: int,
-                 address: str | None, n_tasks: int | None = None) -> Any:
-    """Moments of ``reps`` over their shared rows, computed on a Dask cluster."""
+                 address: str | None, n_tasks: int | None = None, *, pairs: list[tuple[int, int]] | None = None,
+                 skip_diag: list[int] | None = None, edges: np.ndarray | None = None) -> list[Any]:
+    """Moments of ``reps`` over their shared rows, computed on a Dask cluster: the blocks
+    ``pairs`` needs, without the ``skip_diag`` diagonals; one accumulator, or one per
+    row-space shard of ``edges`` (as :func:`actdb.query.executor.moments_pass`)."""
     from distributed import Client, LocalCluster
 
     from actdb.query.moments import Moments
@@ -47,6 +54,10 @@ def dask_moments(db: Database, reps: list[Rep], sources: list[Source], block_row
               "storage_options": db.store_handle(r.store).storage_options, "path": r.path, "rep_id": r.rep_id,
               "n_rows": r.n_rows, "dim": r.dim, "dtype": r.dtype, "chunk_rows": r.chunk_rows,
               "shard_rows": r.shard_rows} for r in reps]
+    if skip_diag and len(set(skip_diag)) == len(reps):
+        # serialised Moments carry at least one diagonal block: accumulate rep 0's own
+        # (the caller's set_rep replaces it with the cached one)
+        skip_diag = sorted(set(skip_diag))[1:]
     index = sources[0].index
     extent = sources[0].extent
     cluster = None
@@ -58,11 +69,14 @@ def dask_moments(db: Database, reps: list[Rep], sources: list[Source], block_row
         parts = n_tasks or max(1, 2 * workers)
         step = max(block_rows, -(-extent // parts // block_rows) * block_rows)
         ranges = [(s, min(extent, s + step)) for s in range(0, extent, step)]
-        futures = [client.submit(_partial, specs, index, block_rows, s, e, pure=False) for s, e in ranges]
-        total = Moments.empty([r.dim for r in reps])
-        for blob in client.gather(futures):
-            total = total + Moments.from_bytes(blob)
-        return total
+        futures = [client.submit(_partial, specs, index, block_rows, s, e, pairs, skip_diag, edges, pure=False)
+                   for s, e in ranges]
+        count = 1 if edges is None else len(edges) - 1
+        totals = [Moments.empty([r.dim for r in reps], pairs=pairs, skip_diag=skip_diag or ()) for _ in range(count)]
+        for parts in client.gather(futures):
+            for g, blob in parts:
+                totals[g] = totals[g] + Moments.from_bytes(blob)
+        return totals
     finally:
         client.close()
         if cluster is not None:

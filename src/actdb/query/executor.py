@@ -1,10 +1,15 @@
 """Executing comparison plans: cache lookups, one streaming pass per row space, results.
 
-Moments-route measures of every pair in a row space come from ONE
-:class:`~actdb.query.moments.Moments` accumulator fed block by block, each rep read once
-(when the accumulators of all reps exceed ``memory_budget``, reps are tiled into groups
-and each needed pair of groups gets a pass, so a rep is read once per group pair it is
-in). Gram-route measures use a seeded row sample of each rep. Results are written to the
+Moments-route measures of the pairs of a row space come from ONE
+:class:`~actdb.query.moments.Moments` accumulator fed block by block, each rep read once.
+The accumulator holds only the blocks the plan's uncached pairs need (``pairs=``), and a
+rep whose own moments are in the per-rep cache (:mod:`actdb.query.cache`) does not have
+its diagonal block accumulated again (``skip_diag=`` + ``set_rep``): adding a model to a
+comparison costs the new model's blocks and the cross terms. When the accumulators exceed
+``memory_budget``, reps are tiled into groups and each needed pair of groups gets a pass.
+``stderr=True`` keeps one accumulator per contiguous row shard (20 by default) and adds a
+delete-one-shard jackknife standard error, as ``measure(X, Y, stderr=True)`` does.
+Gram-route measures use a seeded row sample of each rep. Results are written to the
 ``result`` table; a cached value is never recomputed unless ``recompute=True``.
 """
 
@@ -15,21 +20,27 @@ import math
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
-import sqlalchemy as sa
 
-from actdb._version import __version__
 from actdb.errors import InvalidInput, MeasureError
-from actdb.query.measures import choose_route, get_measure, sample_rows
+from actdb.query.cache import (  # noqa: F401 - re-exported: the executor's public helpers
+    Value,
+    cached_rep_keys,
+    cached_values,
+    catalog_ids,
+    load_rep_moments,
+    rep_cacheable,
+    store_rep_moments,
+    store_values,
+)
+from actdb.query.measures import DEFAULT_SHARDS, choose_route, get_measure, sample_rows
 from actdb.query.moments import Moments
 from actdb.query.plan import RowSpace, Task
 from actdb.query.rows import Source, build_sources
 from actdb.query.selection import Rep
-from actdb.store import schema as S
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -40,16 +51,7 @@ DEFAULT_MEMORY_BUDGET = 768 * 2**20
 BLOCK_BYTES = 64 * 2**20
 GEMM_BUDGET = 256 * 2**20  # the accumulator's working buffers (row panels and products)
 _CKA = ("linear_cka", "debiased_cka")
-
-
-@dataclass(frozen=True)
-class Value:
-    value: float
-    n: int
-    route: str
-    seconds: float
-    extra: dict[str, Any] | None = None
-    stderr: float | None = None
+PairKey = tuple[int, int]
 
 
 class ResultSet:
@@ -91,135 +93,33 @@ def _row(task: Task, v: Value, cached: bool) -> dict[str, Any]:
     return out
 
 
-# ------------------------------------------------------------------------- cache
-def catalog_ids(db: Database, reps: Sequence[Rep], *, create: bool) -> dict[tuple[str, int], int]:
-    """The id each rep has in this store's ``result`` table: its own id for a local rep,
-    ``-foreign_rep.id`` for a rep of an attached store (registered when ``create``)."""
-    out: dict[tuple[str, int], int] = {}
-    foreign = []
-    for rep in reps:
-        if rep.store == "local":
-            out[rep.key] = rep.rep_id
-        else:
-            foreign.append(rep)
-    if not foreign:
-        return out
-    with db.catalog.connect(write=create) as conn:
-        for rep in foreign:
-            uri = str(db.store_handle(rep.store).path)
-            where = (S.foreign_rep.c.store_uri == uri, S.foreign_rep.c.remote_rep_id == rep.rep_id,
-                     S.foreign_rep.c.checksum == rep.checksum)
-            fid = conn.execute(sa.select(S.foreign_rep.c.id).where(*where)).scalar()
-            if fid is None and create:
-                conn.execute(S.foreign_rep.insert().values(
-                    store_uri=uri, remote_rep_id=rep.rep_id, checksum=rep.checksum, model=rep.model,
-                    checkpoint=rep.checkpoint, step=rep.step, dataset=rep.dataset, site=rep.site, layer=rep.layer,
-                    pooling=rep.pooling, created_at=_now()))
-                fid = conn.execute(sa.select(S.foreign_rep.c.id).where(*where)).scalar()
-            if fid is not None:
-                out[rep.key] = -int(fid)
-    return out
-
-
-def _db_key(key: tuple[Any, ...], ids: dict[tuple[str, int], int]) -> tuple[Any, ...] | None:
-    a, b = ids.get(key[2]), ids.get(key[3])
-    return None if a is None or b is None else (key[0], key[1], a, b, key[4])
-
-
-def cached_values(db: Database, tasks: Sequence[Task]) -> dict[tuple[Any, ...], Value]:
-    """Cached values of the tasks, by cache key (catalog only)."""
-    if not tasks:
-        return {}
-    ids = catalog_ids(db, list({r.key: r for t in tasks for r in (t.a, t.b)}.values()), create=False)
-    wanted = {}
-    for t in tasks:
-        k = _db_key(t.cache_key, ids)
-        if k is not None:
-            wanted[k] = t.cache_key
-    if not wanted:
-        return {}
-    rep_ids = sorted({k[2] for k in wanted})
-    out: dict[tuple[Any, ...], Value] = {}
-    with db.catalog.connect() as conn:
-        for start in range(0, len(rep_ids), 500):
-            rows = conn.execute(sa.select(S.result.c.measure, S.result.c.params_hash, S.result.c.rep_a,
-                                          S.result.c.rep_b, S.result.c.subset_hash, S.result.c.value,
-                                          S.result.c.n, S.result.c.seconds, S.result.c.extra, S.result.c.stderr)
-                                .where(S.result.c.rep_a.in_(rep_ids[start: start + 500]))).all()
-            for r in rows:
-                key = wanted.get((r[0], r[1], r[2], r[3], r[4]))
-                if key is not None:
-                    extra = json.loads(r[8]) if r[8] else {}
-                    out[key] = Value(r[5], r[6], extra.get("route", "cached"), r[7] or 0.0, extra, r[9])
-    return out
-
-
-def store_values(db: Database, computed: dict[tuple[Any, ...], tuple[Task, Value]]) -> None:
-    """Insert computed values into ``result`` (skipping keys another writer stored first)."""
-    if not computed or db.read_only:
-        return
-    now = _now()
-    with db.catalog.session():
-        ids = catalog_ids(db, list({r.key: r for t, _ in computed.values() for r in (t.a, t.b)}.values()),
-                          create=True)
-        local = {_db_key(k, ids): tv for k, tv in computed.items()}
-        with db.catalog.connect(write=True) as conn:
-            existing = set()
-            rep_ids = sorted({k[2] for k in local if k is not None})
-            for start in range(0, len(rep_ids), 500):
-                rows = conn.execute(sa.select(S.result.c.measure, S.result.c.params_hash, S.result.c.rep_a,
-                                              S.result.c.rep_b, S.result.c.subset_hash)
-                                    .where(S.result.c.rep_a.in_(rep_ids[start: start + 500]))).all()
-                existing |= {tuple(r) for r in rows}
-            records = []
-            for key, (task, v) in local.items():
-                if key is None or key in existing:
-                    continue
-                spec = get_measure(task.measure)
-                extra = dict(v.extra or {})
-                extra["route"] = v.route
-                records.append(dict(
-                    measure=task.measure, kind=spec.kind, params_hash=key[1],
-                    params=json.dumps(task.params_dict, sort_keys=True), rep_a=key[2], rep_b=key[3],
-                    subset_hash=key[4], subset=_subset_text(task.space), value=float(v.value), stderr=v.stderr,
-                    n=v.n, seconds=v.seconds, extra=json.dumps(extra, sort_keys=True, default=str),
-                    actdb_version=__version__, computed_at=now))
-            if records:
-                conn.execute(S.result.insert(), records)
-
-
-def _subset_text(space: RowSpace) -> str | None:
-    parts = [p for p in (space.subset and f"where {space.subset}", space.align and f"align {space.align}") if p]
-    return "; ".join(parts) or None
-
-
-def _now() -> Any:
-    from actdb.store.store import now
-
-    return now()
-
-
 # ----------------------------------------------------------------------- planning
 def _needs_moments(task: Task, n: int, dims: list[int], n_pairs: int) -> bool:
     spec = get_measure(task.measure)
-    if spec.route == "model":
-        return False
     if spec.route != "moments":
         return False
     if task.measure in _CKA:
-        sample = DEFAULT_SAMPLE_EXACT
-        return not (n <= sample and choose_route(n, dims, n_pairs) == "gram")
+        return not (n <= DEFAULT_SAMPLE_EXACT and choose_route(n, dims, n_pairs) == "gram")
     return True
 
 
 DEFAULT_SAMPLE_EXACT = 4096
 
 
+def accumulator_bytes(dims: Sequence[int], pairs: set[PairKey] | None, skip_diag: Sequence[int] = ()) -> int:
+    """Bytes of one float64 accumulator of reps ``dims`` holding the blocks ``pairs`` needs
+    (all ``P(P+1)/2`` when None), less the skipped diagonal blocks."""
+    p, total = len(dims), sum(dims)
+    if pairs is None:
+        keys = {(i, j) for i in range(p) for j in range(i, p)}
+    else:
+        keys = {(min(i, j), max(i, j)) for i, j in pairs} | {(i, i) for pair in pairs for i in pair}
+    keys -= {(i, i) for i in skip_diag}
+    return 8 * (sum(dims[i] * dims[j] for i, j in keys) + p * total + 2 * total + p * p + p)
+
+
 def _groups(reps: list[Rep], budget: int) -> list[list[Rep]]:
-    """Split reps into groups whose pairwise unions keep the accumulators within budget."""
-    total = sum(r.dim for r in reps)
-    if 4.5 * total * total <= budget:
-        return [reps]
+    """Split reps into groups whose pairwise unions keep all-pairs accumulators within budget."""
     cap = max(max(r.dim for r in reps), int(math.sqrt(budget / 18)))
     groups, cur, width = [], [], 0
     for r in reps:
@@ -240,54 +140,150 @@ def _block_rows(reps: list[Rep], sources: dict[tuple[str, int], Source]) -> int:
     return max(chunk, (fit // chunk) * chunk)
 
 
-def moments_pass(sources: list[Source], block_rows: int, start: int = 0, stop: int | None = None) -> Moments:
+def shard_edges(n: int, shards: int) -> np.ndarray:
+    """Row-space positions splitting ``n`` rows into ``shards`` contiguous shards, as
+    :func:`actdb.query.moments.shard_moments` splits them (so standard errors agree)."""
+    return np.linspace(0, n, shards + 1).round().astype(np.int64)
+
+
+def _position(source: Source, row: int) -> int:
+    """Row-space position of underlying row ``row`` (first position at or after it)."""
+    if source.matrix is not None or source.index is None:
+        return int(row)
+    return int(np.searchsorted(source.index, row))
+
+
+def moments_pass(sources: list[Source], block_rows: int, start: int = 0, stop: int | None = None, *,
+                 pairs: Sequence[PairKey] | None = None, skip_diag: Sequence[int] = (),
+                 edges: np.ndarray | None = None) -> list[Moments]:
     """Accumulate moments of several sources with identical rows over underlying rows
-    ``start:stop`` (the unit of work of both executors)."""
-    m = Moments.empty([s.array.shape[1] for s in sources], budget_bytes=GEMM_BUDGET)
-    iterators = [s.blocks(block_rows, start, stop) for s in sources]
-    for blocks in zip(*iterators):
-        if len(blocks[0]):
-            m.update(list(blocks))
-    return m
+    ``start:stop`` (the unit of work of both executors): only the blocks ``pairs`` needs,
+    without the diagonal blocks of ``skip_diag``. One accumulator, or with ``edges`` one
+    per row-space shard ``[edges[g], edges[g + 1])`` (shards outside the range stay empty)."""
+    dims = [s.array.shape[1] for s in sources]
+    count = 1 if edges is None else len(edges) - 1
+    accs = [Moments.empty(dims, budget_bytes=GEMM_BUDGET, pairs=pairs, skip_diag=skip_diag) for _ in range(count)]
+    pos = _position(sources[0], start)
+    for blocks in zip(*(s.blocks(block_rows, start, stop) for s in sources)):
+        rows = len(blocks[0])
+        if not rows:
+            continue
+        if edges is None:
+            accs[0].update(list(blocks))
+        else:
+            g, lo = int(np.searchsorted(edges, pos, side="right")) - 1, pos
+            while lo < pos + rows:
+                hi = min(pos + rows, int(edges[g + 1]))
+                accs[g].update([b[lo - pos: hi - pos] for b in blocks])
+                lo, g = hi, g + 1
+        pos += rows
+    return accs
 
 
-def _run_moments(db: Database, tasks: list[Task], sources: dict[tuple[str, int], Source],
-                 budget: int, executor: str, address: str | None) -> dict[tuple[Any, ...], Value]:
-    reps_by_key: dict[tuple[str, int], Rep] = {}
-    for t in tasks:
-        reps_by_key[t.a.key] = t.a
-        reps_by_key[t.b.key] = t.b
-    reps = list(reps_by_key.values())
+def _passes(tasks: list[Task], budget: int, skip: set[tuple[str, int]]) -> list[list[Task]]:
+    """The tasks of each pass: one pass when the blocks they need fit ``budget``; else reps
+    are tiled into groups and each needed pair of groups gets a pass (a group's own pairs
+    ride along with a cross-group pass that reads it anyway)."""
+    reps = list({r.key: r for t in tasks for r in (t.a, t.b)}.values())
+    index = {r.key: i for i, r in enumerate(reps)}
+    pairs = {(index[t.a.key], index[t.b.key]) for t in tasks}
+    if accumulator_bytes([r.dim for r in reps], pairs, [index[k] for k in skip if k in index]) <= budget:
+        return [tasks]
     groups = _groups(reps, budget)
     group_of = {r.key: gi for gi, g in enumerate(groups) for r in g}
     needed: dict[tuple[int, int], list[Task]] = defaultdict(list)
     for t in tasks:
         gi, gj = sorted((group_of[t.a.key], group_of[t.b.key]))
         needed[(gi, gj)].append(t)
-    # a group's own pairs ride along with any cross-group pass that already reads it
     for gi in range(len(groups)):
         if (gi, gi) in needed:
             host = next((k for k in needed if gi in k and k[0] != k[1]), None)
             if host is not None:
                 needed[host] += needed.pop((gi, gi))
+    return list(needed.values())
+
+
+def _run_moments(db: Database, space: RowSpace, tasks: list[Task], sources: dict[tuple[str, int], Source],
+                 budget: int, executor: str, address: str | None, stderr: bool,
+                 recompute: bool = False) -> dict[tuple[Any, ...], Value]:
+    reps = list({r.key: r for t in tasks for r in (t.a, t.b)}.values())
+    n = sources[reps[0].key].n
+    shards = min(DEFAULT_SHARDS, n) if stderr else 0
+    # per-rep cache: a cached rep's diagonal block is not accumulated again (not with
+    # stderr: the jackknife needs every block of every shard; not with recompute: then
+    # everything comes from the data)
+    reuse = not stderr and not recompute
+    cached = cached_rep_keys(db, reps, space, n) if reuse else set()
     out: dict[tuple[Any, ...], Value] = {}
-    for (gi, gj), ts in needed.items():
-        members = groups[gi] + (groups[gj] if gj != gi else [])
+    own = [t for t in tasks if t.a.key == t.b.key and t.a.key in cached]  # the cache alone answers
+    if own:
+        singles = load_rep_moments(db, [t.a for t in own], space, n)
+        for t in own:
+            t0 = time.perf_counter()
+            value = _from_moments(t, singles[t.a.key].pair(0, 0))
+            out[t.cache_key] = Value(value, n, "moments", time.perf_counter() - t0)
+    rest = [t for t in tasks if t.cache_key not in out]
+    copies = shards + 3 if stderr else 1  # the shards, their total and one delete-one accumulator
+    stored: set[tuple[str, int]] = set(cached)
+    for ts in _passes(rest, budget // copies, cached) if rest else []:
+        members = list({r.key: r for t in ts for r in (t.a, t.b)}.values())
         index = {r.key: i for i, r in enumerate(members)}
+        pairs = sorted({(index[t.a.key], index[t.b.key]) for t in ts})
+        # reps whose own moments an earlier pass of this plan stored count as cached too
+        skip = [index[k] for k in index if k in cached]
         srcs = [sources[r.key] for r in members]
+        edges = shard_edges(n, shards) if stderr else None
         t0 = time.perf_counter()
         if executor == "dask":
             from actdb.query.distributed import dask_moments
 
-            m = dask_moments(db, members, srcs, _block_rows(members, sources), address)
+            parts = dask_moments(db, members, srcs, _block_rows(members, sources), address, pairs=pairs,
+                                 skip_diag=skip, edges=edges)
         else:
-            m = moments_pass(srcs, _block_rows(members, sources))
+            parts = moments_pass(srcs, _block_rows(members, sources), pairs=pairs, skip_diag=skip, edges=edges)
+        total = parts[0] if len(parts) == 1 else sum(parts[1:], parts[0])
+        if skip:
+            singles = load_rep_moments(db, [members[i] for i in skip], space, n)
+            for i in skip:
+                total.set_rep(i, singles[members[i].key])
+        new = {r.key: (r, total.rep(index[r.key])) for r in members if r.key not in stored}
+        store_rep_moments(db, new, space)
+        stored |= set(new)
+        if reuse and not db.read_only and rep_cacheable(space):
+            cached |= set(new)
+        values = {t.cache_key: _from_moments(t, total.pair(index[t.a.key], index[t.b.key])) for t in ts}
+        errors = _jackknife(ts, index, total, parts) if stderr else {}
         elapsed = (time.perf_counter() - t0) / max(1, len(ts))
+        extra = {"jackknife_shards": shards} if stderr else None
         for t in ts:
-            spec = get_measure(t.measure)
-            assert spec.from_moments is not None
-            value = _finite(spec.from_moments(m.pair(index[t.a.key], index[t.b.key]), **t.params_dict), t)
-            out[t.cache_key] = Value(value, m.n, "moments", elapsed)
+            out[t.cache_key] = Value(values[t.cache_key], total.n, "moments", elapsed, extra,
+                                     errors.get(t.cache_key))
+    return out
+
+
+def _from_moments(t: Task, pm: Any) -> float:
+    spec = get_measure(t.measure)
+    if spec.from_moments is None:
+        raise InvalidInput(f"measure {t.measure!r} has no moments route")
+    return _finite(spec.from_moments(pm, **t.params_dict), t)
+
+
+def _jackknife(tasks: list[Task], index: dict[tuple[str, int], int], total: Moments,
+               parts: list[Moments]) -> dict[tuple[Any, ...], float]:
+    """Delete-one-shard jackknife standard errors (Efron 1982), as
+    :func:`actdb.query.measures.jackknife_stderr` computes them: ``θ_(g)`` from
+    ``total − shard_g`` (exact, no data re-read), ``SE = √((G−1)/G · Σ_g (θ_(g) − θ̄)²)``.
+    One delete-one accumulator at a time serves every pair of the pass."""
+    g = len(parts)
+    loo: dict[tuple[Any, ...], list[float]] = {t.cache_key: [] for t in tasks}
+    for part in parts:
+        rest = total - part
+        for t in tasks:
+            loo[t.cache_key].append(_from_moments(t, rest.pair(index[t.a.key], index[t.b.key])))
+    out = {}
+    for key, thetas in loo.items():
+        arr = np.asarray(thetas)
+        out[key] = float(np.sqrt((g - 1) / g * np.sum((arr - arr.mean()) ** 2)))
     return out
 
 
@@ -366,11 +362,16 @@ def _finite(value: float, task: Task) -> float:
 
 
 def run_plan(db: Database, tasks: list[Task], *, executor: str = "local", address: str | None = None,
-             recompute: bool = False, memory_budget: int | None = None) -> ResultSet:
+             recompute: bool = False, memory_budget: int | None = None, stderr: bool = False) -> ResultSet:
+    """Evaluate ``tasks``: cached values are looked up, the rest computed (one pass per row
+    space for moments-route measures) and cached. ``stderr`` adds jackknife standard errors
+    (moments-route measures only); a cached value without one is then recomputed."""
     if executor not in ("local", "dask"):
         raise InvalidInput(f"executor={executor!r}: choose 'local' or 'dask'")
+    if stderr:
+        check_stderr(t.measure for t in tasks)
     budget = int(memory_budget or DEFAULT_MEMORY_BUDGET)
-    cached = {} if recompute else cached_values(db, tasks)
+    cached = {} if recompute else cached_values(db, tasks, stderr=stderr)
     todo: dict[tuple[Any, ...], Task] = {}
     for t in tasks:
         if t.cache_key not in cached:
@@ -395,11 +396,11 @@ def run_plan(db: Database, tasks: list[Task], *, executor: str = "local", addres
         if n < 2:
             raise MeasureError(f"the row space {space.unit} has {n} row(s) after subset/alignment; need >= 2")
         dims = [r.dim for r in reps]
-        mom = [t for t in ts if _needs_moments(t, n, dims, len(ts))]
+        mom = [t for t in ts if stderr or _needs_moments(t, n, dims, len(ts))]
         gram = [t for t in ts if t not in mom]
         values: dict[tuple[Any, ...], Value] = {}
         if mom:
-            values |= _run_moments(db, mom, sources, budget, executor, address)
+            values |= _run_moments(db, space, mom, sources, budget, executor, address, stderr, recompute)
         if gram:
             values |= _run_gram(gram, sources, budget)
         for key, v in values.items():
@@ -413,3 +414,20 @@ def run_plan(db: Database, tasks: list[Task], *, executor: str = "local", addres
         else:
             rows.append(_row(t, computed[key][1], False))
     return ResultSet(rows)
+
+
+def check_stderr(measures: Any) -> None:
+    """``stderr=True`` needs moments-route measures (the jackknife re-reads no data)."""
+    for name in dict.fromkeys(measures):
+        spec = get_measure(name)
+        if spec.route != "moments":
+            raise InvalidInput(
+                f"stderr=True is available for moments-route measures only; {name!r} is computed on the "
+                f"{spec.route} route. Compute it in a plan without stderr, or choose one of: "
+                + ", ".join(sorted(n for n, s in _registry().items() if s.route == "moments")))
+
+
+def _registry() -> dict[str, Any]:
+    from actdb.query.measures import REGISTRY
+
+    return REGISTRY

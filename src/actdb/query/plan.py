@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from actdb.errors import InvalidInput
-from actdb.query.measures import choose_route, get_measure
+from actdb.query.measures import DEFAULT_SAMPLE, choose_route, get_measure
 from actdb.query import stitching as _stitching  # noqa: F401 - registers the model-route measure
 from actdb.query.selection import Rep, Selection
 
@@ -148,14 +148,22 @@ class Comparison:
     subset: str | None = None
     align: str | None = None
     params: tuple[tuple[str, Any], ...] = ()
+    stderr: bool = False
     _db: Any = field(default=None, repr=False, compare=False, hash=False)
 
     @classmethod
     def build(cls, a: Selection, b: Selection | None, *, measures: tuple[str, ...], pairs: str,
-              subset: str | None, align: str | None, reference: str | None, params: dict[str, Any]) -> Comparison:
+              subset: str | None, align: str | None, reference: str | None, params: dict[str, Any],
+              stderr: bool = False) -> Comparison:
         if not measures:
             raise InvalidInput("give at least one measure")
         specs = [get_measure(m) for m in measures]
+        if not isinstance(stderr, bool):
+            raise InvalidInput(f"stderr must be True or False, not {stderr!r}")
+        if stderr:
+            from actdb.query.executor import check_stderr
+
+            check_stderr(measures)
         if isinstance(pairs, str) and pairs.startswith("to_reference:"):
             pairs, reference = "to_reference", pairs.split(":", 1)[1] or None
         if pairs not in PAIR_MODES:
@@ -173,7 +181,8 @@ class Comparison:
             from actdb.query.rows import normalize_subset
 
             subset = normalize_subset(subset)
-        return cls(a, b, tuple(measures), pairs, reference, subset, align, tuple(sorted(params.items())), a.db)
+        return cls(a, b, tuple(measures), pairs, reference, subset, align, tuple(sorted(params.items())), stderr,
+                   a.db)
 
     # ------------------------------------------------------------------ planning
     def pair_list(self) -> list[tuple[Rep, Rep]]:
@@ -192,10 +201,10 @@ class Comparison:
 
     def explain(self, *, show: bool = True) -> str:
         """What compute() would do, from the catalog alone (reads no array)."""
-        from actdb.query.executor import cached_values
+        from actdb.query.executor import cached_rep_keys, cached_values
 
         tasks = self.tasks()
-        cached = cached_values(self._db, tasks)
+        cached = cached_values(self._db, tasks, stderr=self.stderr)
         todo = [t for t in tasks if t.cache_key not in cached]
         reps: dict[tuple[str, int], Rep] = {}
         for t in todo:
@@ -204,7 +213,8 @@ class Comparison:
         lines = [f"Comparison: {len(self.pair_list())} pairs x {len(self.measures)} measure(s) "
                  f"({', '.join(self.measures)}), pairs={self.pairs}"
                  + (f", reference={self.reference or 'final'}" if self.pairs == "to_reference" else "")
-                 + (f", subset={self.subset!r}" if self.subset else "") + (f", align={self.align}" if self.align else ""),
+                 + (f", subset={self.subset!r}" if self.subset else "") + (f", align={self.align}" if self.align else "")
+                 + (", stderr (jackknife)" if self.stderr else ""),
                  f"  cached: {len(tasks) - len(todo)} of {len(tasks)} values"]
         if todo:
             by_space: dict[RowSpace, list[Task]] = defaultdict(list)
@@ -217,18 +227,31 @@ class Comparison:
                 n = next(iter(space_reps.values())).n_rows
                 dims = [r.dim for r in space_reps.values()]
                 route_counts: dict[str, int] = defaultdict(int)
-                flops = 0.0
+                blocks: set[tuple[tuple[str, int], tuple[str, int]]] = set()
+                gram_reps: set[tuple[str, int]] = set()
+                gram_pairs = 0
                 for t in ts:
-                    spec = get_measure(t.measure)
-                    route = spec.route
-                    if route == "moments" and t.measure in ("linear_cka", "debiased_cka"):
+                    route = get_measure(t.measure).route
+                    if route == "moments" and t.measure in ("linear_cka", "debiased_cka") and not self.stderr:
                         route = choose_route(n, dims, len(ts))
                     route_counts[route] += 1
-                moment_dims = sum(dims)
-                flops += float(n) * moment_dims * moment_dims
+                    if route == "moments":
+                        blocks |= {(t.a.key, t.a.key), (t.b.key, t.b.key), tuple(sorted((t.a.key, t.b.key)))}
+                    elif route == "gram":
+                        gram_reps |= {t.a.key, t.b.key}
+                        gram_pairs += 1
+                # (rows of a subset or an alignment are only known once evaluated: not here)
+                have = set() if self.stderr or space.subset or space.align \
+                    else cached_rep_keys(self._db, list(space_reps.values()), space, n)
+                width = {k: r.dim for k, r in space_reps.items()}
+                flops = float(n) * sum(width[i] * width[j] * (1 if i == j else 2) for i, j in blocks
+                                       if not (i == j and i in have))
+                m = float(min(n, DEFAULT_SAMPLE))  # Gram route: kernels on a row sample, then products
+                flops += m * m * (sum(width[k] for k in gram_reps) + gram_pairs)
                 lines.append(f"  rows: {space.unit} (n={n:,}{', subset' if space.subset else ''}); "
                              f"routes: " + ", ".join(f"{k}={v}" for k, v in sorted(route_counts.items()))
-                             + f"; estimated {flops / 1e9:,.2f} GFLOP")
+                             + f"; estimated {flops / 1e9:,.2f} GFLOP"
+                             + (f"; own moments of {len(have)} of {len(space_reps)} reps cached" if have else ""))
             for t in todo[:20]:
                 lines.append(f"    {t.measure}: {t.a.label()}  vs  {t.b.label()}")
             if len(todo) > 20:
@@ -242,11 +265,12 @@ class Comparison:
     def compute(self, *, executor: str = "local", address: str | None = None, recompute: bool = False,
                 memory_budget: int | None = None) -> ResultSet:
         """Run the plan: cached values are looked up, the rest computed in one pass per row
-        space and cached. ``executor="dask"`` runs the passes on dask.distributed."""
+        space and cached. ``executor="dask"`` runs the passes on dask.distributed. With
+        ``stderr=True`` on the plan, rows carry a jackknife standard error (``stderr``)."""
         from actdb.query.executor import run_plan
 
         return run_plan(self._db, self.tasks(), executor=executor, address=address, recompute=recompute,
-                        memory_budget=memory_budget)
+                        memory_budget=memory_budget, stderr=self.stderr)
 
     def to_arrow(self, **kwargs: Any) -> pa.Table:
         return self.compute(**kwargs).to_arrow()

@@ -135,7 +135,7 @@ class Selection:
 
     def compare(self, other: Selection | None = None, *, measure: str | list[str] | tuple[str, ...] = "linear_cka",
                 pairs: str = "all", subset: str | None = None, align: str | None = None,
-                reference: str | None = None, **params: Any) -> Comparison:
+                reference: str | None = None, stderr: bool = False, **params: Any) -> Comparison:
         """A lazy comparison plan between this selection and ``other`` (or itself).
 
         ``pairs``: ``all`` (cross product), ``same_layer``, ``zip``, ``consecutive``
@@ -144,6 +144,9 @@ class Selection:
         ``measure``: one name or several (they share one pass over the data).
         ``subset``: a SQL predicate over token/example columns; ``align``:
         ``example:mean|first|last`` or ``word`` for reps with different tokenizers.
+        ``stderr=True``: each value also gets a delete-one-shard jackknife standard error
+        over 20 contiguous row shards (moments-route measures only), as
+        ``measure(X, Y, stderr=True)`` computes it.
         """
         from actdb.query.plan import Comparison
 
@@ -151,4 +154,4 @@ class Selection:
             raise InvalidInput(f"compare() takes another Selection, not {type(other).__name__}")
         measures = (measure,) if isinstance(measure, str) else tuple(measure)
         return Comparison.build(self, other, measures=measures, pairs=pairs, subset=subset, align=align,
-                                reference=reference, params=params)
+                                reference=reference, params=params, stderr=stderr)

@@ -183,3 +183,29 @@ foreign_rep = sa.Table(
     _now(),
     sa.UniqueConstraint("store_uri", "remote_rep_id", "checksum", name="uq_foreign_rep"),
 )
+
+
+# Revision 0003: per-rep moments (the executor's cache of each rep's own statistics) and the
+# default parameters of each measure (what the lookup-only SQL function dissim() reads).
+rep_moments = sa.Table(
+    "rep_moments", metadata,
+    _id("rep_moments"),
+    sa.Column("rep_id", sa.Integer, nullable=False),  # as in result: a local rep id, or -foreign_rep.id
+    sa.Column("checksum", sa.String, nullable=False),
+    sa.Column("space_hash", sa.String, nullable=False),  # the row space (subset, alignment)
+    sa.Column("n", sa.BigInteger, nullable=False),
+    sa.Column("dim", sa.Integer, nullable=False),
+    sa.Column("data", sa.LargeBinary, nullable=False),  # a one-rep Moments, see actdb.query.cache
+    sa.Column("nbytes", sa.BigInteger, nullable=False),
+    sa.Column("actdb_version", sa.String, nullable=False),
+    sa.Column("computed_at", sa.DateTime, nullable=False),
+    sa.UniqueConstraint("rep_id", "checksum", "space_hash", "n", name="uq_rep_moments_key"),
+)
+
+measure_default = sa.Table(
+    "measure_default", metadata,
+    sa.Column("measure", sa.String, primary_key=True),
+    sa.Column("params_hash", sa.String, nullable=False),
+    sa.Column("params", sa.Text, nullable=False),
+    sa.Column("is_symmetric", sa.Boolean, nullable=False),
+)
