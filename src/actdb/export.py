@@ -44,7 +44,7 @@ COLUMN_DOCS: dict[str, dict[str, str]] = {
         "measure": "Measure name (linear_cka, procrustes, rsa, ...; see the measures table).",
         "kind": "similarity (higher = more alike, CKA/CCA in 0-1) or distance (0 = identical).",
         "value": "The measure's value for the pair (float64).",
-        "stderr": "Standard error of the value when it is estimated on a row sample; null when exact.",
+        "stderr": "Jackknife standard error over 20 row shards when it was asked for (stderr=True, moments-route measures); null otherwise.",
         "n": "Number of rows (tokens or examples) the value was computed on, after subset and alignment.",
         **{f"{k}_a": v.format(S="A") for k, v in _SIDE.items()},
         "rep_a": "rep_id of rep A (joins reps.rep_id); negative for a rep of another store (see store_a).",

@@ -57,6 +57,19 @@ def test_compare_csv_json_and_values(store):
     assert all('"cached"' not in line and ",true," in line for line in lines)  # cached by the first run
 
 
+def test_compare_with_stderr(store):
+    out = run("compare", str(store), "--a", "checkpoint=final,layer=2", "--b", "checkpoint=step100,layer=2",
+              "--pairs", "same_layer", "--stderr", "-f", "json")
+    assert out.returncode == 0, out.stderr
+    (row,) = json.loads(out.stdout)
+    values = _query_data().make_values(0)
+    want, want_se = linear_cka(values[("final", 2)].astype(np.float64), values[("step100", 2)], stderr=True)
+    assert row["value"] == pytest.approx(want, rel=1e-9) and row["stderr"] == pytest.approx(want_se, rel=1e-6)
+    table = run("compare", str(store), "--a", "checkpoint=final,layer=2", "--b", "checkpoint=step100,layer=2",
+                "--pairs", "same_layer", "--stderr")
+    assert table.returncode == 0 and "stderr" in table.stdout
+
+
 def test_compare_table_parquet_and_explain(store, tmp_path):
     out = run("compare", str(store), "--a", "model=m,layer=3", "--pairs", "consecutive")
     assert out.returncode == 0 and "linear_cka (2 values)" in out.stdout and "step10" in out.stdout

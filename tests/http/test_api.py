@@ -72,6 +72,20 @@ def test_compare_json_csv_arrow_match_the_library(served):
         assert t.num_rows == 2 and t.column("cached").to_pylist() == [True, True]
 
 
+def test_compare_with_stderr_matches_the_function_api(served):
+    q = query_fixtures()
+    values = q.make_values(0)
+    body = {"a": "checkpoint=final,layer=1", "b": "checkpoint=step100,layer=1", "measure": "linear_cka",
+            "pairs": "same_layer", "stderr": True}
+    with served.client() as c:
+        (row,) = c.post("/v1/compare", json=body).json()["rows"]
+        want, want_se = linear_cka(values[("final", 1)].astype(np.float64), values[("step100", 1)], stderr=True)
+        assert row["value"] == pytest.approx(want, rel=1e-9)
+        assert row["stderr"] == pytest.approx(want_se, rel=1e-6)
+        r = c.post("/v1/compare", json={**body, "measure": "rsa"})
+        assert r.status_code == 400 and "stderr" in r.json()["error"]
+
+
 def test_compare_errors_are_json_4xx(served):
     with served.client() as c:
         r = c.post("/v1/compare", json={"a": "checkpoint=final,layer", "measure": "linear_cka"})

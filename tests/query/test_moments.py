@@ -277,3 +277,12 @@ def test_skipped_blocks_survive_a_merge_of_differently_centred_parts() -> None:
     merged = sum(parts[1:], parts[0])
     merged.set_rep(1, Moments.empty([4]).update([y]))
     assert_pair_matches(merged, 0, 1, x, y, rtol=1e-10)
+
+
+def test_a_pass_with_every_diagonal_skipped_serialises() -> None:
+    x, y = related_pair(100, 3, 4, seed=13)
+    m = Moments.empty([3, 4], skip_diag=[0, 1]).update([x, y])
+    back = Moments.from_bytes(m.to_bytes())
+    assert set(back.blocks) == {(0, 1)}
+    back.set_rep(0, Moments.empty([3]).update([x])).set_rep(1, Moments.empty([4]).update([y]))
+    assert_pair_matches(back, 0, 1, x, y, rtol=1e-10)

@@ -241,12 +241,13 @@ def create_app(store: str | Path | actdb.Database, *, api_key: str | None = None
 
     # ------------------------------------------------------------ compare
     def comparison(a: Any, b: Any, measure: str | list[str], pairs: str, subset: str | None,
-                   align: str | None, params: dict[str, Any]) -> Any:
+                   align: str | None, params: dict[str, Any], stderr: bool = False) -> Any:
         measures = [measure] if isinstance(measure, str) else list(measure)
         params = parse_measure_params(measures, params)
         sel_a = db.reps(**parse_selection(a, side="a"))
         sel_b = None if b is None else db.reps(**parse_selection(b, side="b"))
-        return sel_a.compare(sel_b, measure=measures, pairs=pairs, subset=subset, align=align, **params)
+        return sel_a.compare(sel_b, measure=measures, pairs=pairs, subset=subset, align=align, stderr=stderr,
+                             **params)
 
     @v1.post("/compare", response_model=S.CompareOut, responses=_tabular(arrow=True), tags=["compare"])
     def compare(body: S.CompareRequest, request: Request) -> Any:
@@ -258,7 +259,8 @@ def create_app(store: str | Path | actdb.Database, *, api_key: str | None = None
         fmt = wants(request)
 
         def make() -> tuple[Response, bool]:
-            plan = comparison(body.a, body.b, body.measure, body.pairs, body.subset, body.align, body.params)
+            plan = comparison(body.a, body.b, body.measure, body.pairs, body.subset, body.align, body.params,
+                              body.stderr)
             result = gate.compute(plan)
             out = json_response({"rows": result.rows}) if fmt == "json" else table_response(result.to_arrow(), fmt)
             return out, all(r["cached"] for r in result.rows)  # replay only pure lookups

@@ -225,12 +225,13 @@ class Gate:
             if len(tasks) > self.max_values:
                 raise InvalidInput(f"the comparison asks for {len(tasks):,} values; this server computes at most "
                                    f"{self.max_values:,} per request: narrow the selections or use pairs=same_layer")
-            cached = cached_values(self.db, tasks)
+            stderr = bool(getattr(comparison, "stderr", False))
+            cached = cached_values(self.db, tasks, stderr=stderr)
             missing = [t.cache_key for t in tasks if t.cache_key not in cached]
             if not missing:
-                return run_plan(self.db, tasks)
+                return run_plan(self.db, tasks, stderr=stderr)
             with self._keys.hold(missing), self._write:
-                result = run_plan(self.db, tasks)
+                result = run_plan(self.db, tasks, stderr=stderr)
                 if any(not r["cached"] for r in result.rows):
                     self.computations += 1
                     self.bump()

@@ -78,6 +78,8 @@ class CompareRequest(BaseModel):
     subset: str | None = Field(default=None, description="SQL predicate over token/example columns.")
     align: str | None = Field(default=None, description="example:mean | example:first | example:last | word")
     params: dict[str, ParamValue] = Field(default_factory=dict, description="Measure parameters.")
+    stderr: bool = Field(default=False, description="Add a jackknife standard error over 20 row shards "
+                                                   "(moments-route measures only).")
 
 
 class CompareRow(BaseModel):

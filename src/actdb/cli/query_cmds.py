@@ -52,7 +52,7 @@ def _selection(db: Any, text: str | None, option: str) -> Any:
 
 
 def _plan(db: Any, a: Any, b: Any, measures: list[str] | None, pairs: str, subset: str | None,
-          align: str | None, params: list[str] | None) -> Any:
+          align: str | None, params: list[str] | None, stderr: bool = False) -> Any:
     """A comparison plan; ``a``/``b`` are filter strings or already-built selections."""
     from actdb.api._params import parse_measure_params, parse_param_option
 
@@ -63,7 +63,7 @@ def _plan(db: Any, a: Any, b: Any, measures: list[str] | None, pairs: str, subse
         raise usage_error(str(exc)) from None
     sel_a = a if not isinstance(a, str) else _selection(db, a, "--a")
     sel_b = b if b is None or not isinstance(b, str) else _selection(db, b, "--b")
-    return sel_a.compare(sel_b, measure=chosen, pairs=pairs, subset=subset, align=align, **given)
+    return sel_a.compare(sel_b, measure=chosen, pairs=pairs, subset=subset, align=align, stderr=stderr, **given)
 
 
 def _compute(plan: Any) -> Any:
@@ -85,20 +85,22 @@ def compare(store: StoreArg, a: AOpt = "", b: BOpt = None, measure: MeasureOpt =
             fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
             output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to FILE.")] = None,
             explain: Annotated[bool, typer.Option("--explain", help="Show what would be read and computed "
-                                                  "(reads no array), then stop.")] = False) -> None:
+                                                  "(reads no array), then stop.")] = False,
+            stderr: Annotated[bool, typer.Option("--stderr", help="Add a jackknife standard error over 20 row "
+                                                 "shards (moments-route measures).")] = False) -> None:
     """Compare two selections of reps with one or more measures (results are cached).
 
     Example: actdb compare ./mystore --measure linear_cka --a 'model=pythia-70m,checkpoint=step*' --b 'checkpoint=final' --pairs same_layer
     """
     db = open_store(store, read_only=explain)
-    plan = _plan(db, a, b, measure, pairs, subset, align, param)
+    plan = _plan(db, a, b, measure, pairs, subset, align, param, stderr)
     if explain:
         typer.echo(plan.explain(show=False))
         return
     result = _compute(plan)
     table = result.to_arrow()
     if fmt == Format.table and table.num_rows:  # a readable subset; csv/json/parquet carry every column
-        table = table.select(TABLE_COLUMNS)
+        table = table.select(TABLE_COLUMNS[:2] + (["stderr"] if stderr else []) + TABLE_COLUMNS[2:])
     emit(table, fmt, output, title=f"{', '.join(plan.measures)} ({len(result)} values)")
 
 

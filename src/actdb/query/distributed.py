@@ -54,10 +54,6 @@ def dask_moments(db: Database, reps: list[Rep], sources: list[Source], block_row
               "storage_options": db.store_handle(r.store).storage_options, "path": r.path, "rep_id": r.rep_id,
               "n_rows": r.n_rows, "dim": r.dim, "dtype": r.dtype, "chunk_rows": r.chunk_rows,
               "shard_rows": r.shard_rows} for r in reps]
-    if skip_diag and len(set(skip_diag)) == len(reps):
-        # serialised Moments carry at least one diagonal block: accumulate rep 0's own
-        # (the caller's set_rep replaces it with the cached one)
-        skip_diag = sorted(set(skip_diag))[1:]
     index = sources[0].index
     extent = sources[0].extent
     cluster = None

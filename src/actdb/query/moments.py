@@ -624,8 +624,6 @@ class Moments:
                 (i, j): np.array(arrays[f"block_{i}_{j}"], dtype=np.float64)
                 for i in range(p) for j in range(i, p) if f"block_{i}_{j}" in names
             }
-            if not any(i == j for i, j in blocks):
-                raise KeyError("block_0_0")
             return cls(
                 dims, n=int(arrays["n"]), center=np.array(arrays["center"], dtype=np.float64),
                 sum_u=np.array(arrays["sum_u"], dtype=np.float64), blocks=blocks,
