@@ -29,6 +29,24 @@ _REP_COLS = """r.id, m.name, c.name, c.step, d.name, d.content_hash, r.site, r.l
 _REP_FROM = """FROM rep r JOIN checkpoint c ON c.id = r.checkpoint_id JOIN model m ON m.id = c.model_id
     JOIN dataset d ON d.id = r.dataset_id LEFT JOIN tokenization t ON t.id = r.tokenization_id"""
 
+# The statements of a rep write (see RepsMixin._open_writer and RepWriter.finish).
+_LOOKUP = """SELECT c.id AS checkpoint_id, c.step, r.id, CASE WHEN r.id IS NULL THEN nextval('rep_id_seq') END
+    FROM checkpoint c JOIN model m ON m.id = c.model_id
+    LEFT JOIN rep r ON r.checkpoint_id = c.id AND r.dataset_id = :ds AND r.site = :site AND r.pooling = :pooling
+        AND r.tokenization_id {tok} AND r.status IN ('writing', 'complete')
+    WHERE m.name = :model AND c.name = :ckpt"""  # few columns, no ORDER BY: on DuckDB each costs ~0.5 ms
+_LOOKUP_TOK = sa.text(_LOOKUP.format(tok="= :tok"))
+_LOOKUP_NO_TOK = sa.text(_LOOKUP.format(tok="IS NULL"))
+_NEXT_REP_ID = sa.text("SELECT nextval('rep_id_seq')")
+_INSERT_COLS = ("id", "checkpoint_id", "dataset_id", "tokenization_id", "site", "layer", "pooling", "n_rows", "dim",
+                "dtype", "status", "path", "chunk_rows", "shard_rows", "codec", "rows_written", "replaces",
+                "ingest_run_id", "created_at")
+_INSERT_REP = sa.text(f"INSERT INTO rep ({', '.join(_INSERT_COLS)}) "
+                      f"VALUES ({', '.join(':' + c for c in _INSERT_COLS)})")
+_FINISH_COLS = ("status", "checksum", "completed_at", "rows_written", "n_nonfinite", "nbytes", "stat_mean", "stat_std",
+                "stat_min", "stat_max", "stat_absmax")
+_FINISH_REP = sa.text(f"UPDATE rep SET {', '.join(f'{c} = :{c}' for c in _FINISH_COLS)} WHERE id = :id")
+
 
 def _now() -> Any:
     from actdb.store.store import now
@@ -88,8 +106,15 @@ class RepWriter:
         take = min(len(data), self.shard_rows)
         shard, rest = data[:take], data[take:]
         start = self.rows_written
-        self._array[start: start + take] = shard
-        self._stats.update(shard)
+        # checksum and statistics of a big shard run alongside zarr's encode and write
+        stats = A.in_background(self._stats.update, shard) if shard.nbytes >= 1 << 20 else None
+        try:
+            self._array[start: start + take] = shard
+        finally:
+            if stats is not None:
+                stats.result()
+        if stats is None:
+            self._stats.update(shard)
         self.rows_written += take
         self._buffer = [rest] if len(rest) else []
         self._buffered = len(rest)
@@ -111,7 +136,7 @@ class RepWriter:
             if self.replaces is not None:
                 old_path = conn.execute(sa.select(S.rep.c.path).where(S.rep.c.id == self.replaces)).scalar()
                 conn.execute(S.rep.update().where(S.rep.c.id == self.replaces).values(status="replaced"))
-            conn.execute(S.rep.update().where(S.rep.c.id == self.rep_id).values(**values))
+            conn.execute(_FINISH_REP, {**values, "id": self.rep_id})
         if old_path is not None:
             A.delete_array(self.store._root, old_path)
         if self.info is None:
@@ -302,15 +327,29 @@ class RepsMixin:
                      tok_id: int | None, tokenizer: str | None, expected: int, dim: int, dtype: str, codec: str,
                      layer: int | None, allow_nonfinite: bool, overwrite: bool, resume: bool,
                      ingest_run_id: int | None) -> RepWriter:
-        """The catalog half of opening a writer, in the caller's transaction (one commit)."""
-        ckpt_id, step = self._checkpoint_id(model, checkpoint)
-        key = [S.rep.c.checkpoint_id == ckpt_id, S.rep.c.dataset_id == ds.id, S.rep.c.site == site,
-               S.rep.c.pooling == pooling,
-               S.rep.c.tokenization_id.is_(None) if tok_id is None else S.rep.c.tokenization_id == tok_id]
+        """The catalog half of opening a writer, in the caller's transaction (one commit).
+
+        Two statements when the checkpoint exists and the rep is new (the hot path of writing
+        many reps): one query finds the checkpoint and any stored or unfinished rep of the same
+        key, and draws the new rep's id when there is none; then the insert. Plain SQL text:
+        these run once per rep, and duckdb-engine compiles SQLAlchemy Core statements afresh on
+        every execution (it has no statement cache)."""
+        params = {"model": model, "ckpt": checkpoint, "ds": ds.id, "site": site, "pooling": pooling, "tok": tok_id}
+        found = conn.execute(_LOOKUP_TOK if tok_id is not None else _LOOKUP_NO_TOK, params).all()
+        rows: list[Any] = []
+        rep_id = None
+        if not found:  # a new checkpoint (or model): created here, and no rep can refer to it yet
+            ckpt_id, step = self._checkpoint_id(model, checkpoint)
+        else:
+            ckpt_id, step = found[0][0], found[0][1]
+            ids = sorted(r[2] for r in found if r[2] is not None)
+            if ids:  # a stored or unfinished rep of this key (rare): its whole record
+                rows = list(conn.execute(sa.select(S.rep).where(S.rep.c.id.in_(ids)).order_by(S.rep.c.id)).mappings())
+            else:  # the usual case: a new rep, whose id the lookup drew
+                rep_id = found[0][3]
         layer = layer if layer is not None else layer_of_site(site)
         itemsize = 4 if dtype == "float32" else 2
         chunk_rows, shard_rows = A.layout(expected, dim, itemsize)
-        rows = conn.execute(sa.select(S.rep).where(*key, S.rep.c.status.in_(("writing", "complete")))).mappings().all()
         complete = [r for r in rows if r["status"] == "complete"]
         writing = [r for r in rows if r["status"] == "writing"]
         if complete and not overwrite:
@@ -323,13 +362,15 @@ class RepsMixin:
                     and w["codec"] == codec and w["replaces"] == replaces:
                 return self._resume_writer(w, site, allow_nonfinite)
             conn.execute(S.rep.update().where(S.rep.c.id == w["id"]).values(status="abandoned"))
-        rep_id = conn.execute(sa.select(sa.Sequence("rep_id_seq").next_value())).scalar_one()
+        if rep_id is None:
+            rep_id = conn.execute(_NEXT_REP_ID).scalar_one()
         path = A.rep_path(rep_id)
-        conn.execute(S.rep.insert().values(
-            id=rep_id, checkpoint_id=ckpt_id, dataset_id=ds.id, tokenization_id=tok_id, site=site, layer=layer,
-            pooling=pooling, n_rows=expected, dim=dim, dtype=dtype, status="writing", path=path,
-            chunk_rows=chunk_rows, shard_rows=shard_rows, codec=codec, rows_written=0, replaces=replaces,
-            ingest_run_id=ingest_run_id, created_at=_now()))
+        created = _now()
+        conn.execute(_INSERT_REP, {
+            "id": rep_id, "checkpoint_id": ckpt_id, "dataset_id": ds.id, "tokenization_id": tok_id, "site": site,
+            "layer": layer, "pooling": pooling, "n_rows": expected, "dim": dim, "dtype": dtype, "status": "writing",
+            "path": path, "chunk_rows": chunk_rows, "shard_rows": shard_rows, "codec": codec, "rows_written": 0,
+            "replaces": replaces, "ingest_run_id": ingest_run_id, "created_at": created})
         for w in writing:
             A.delete_array(self._root, w["path"])
         array = A.create_array(self._root, path, n_rows=expected, dim=dim, dtype=dtype, codec=codec,  # type: ignore[arg-type]
@@ -339,7 +380,7 @@ class RepsMixin:
                            allow_nonfinite=allow_nonfinite, replaces=replaces)
         writer.info = RepInfo(rep_id, model, checkpoint, step, ds.name, ds.content_hash, site, layer, pooling,
                               expected, dim, dtype, "writing", path, chunk_rows, shard_rows, tok_id,
-                              tokenizer, None, _now())
+                              tokenizer, None, created)
         return writer
 
     def _resume_writer(self: Store, row: Any, site: str, allow_nonfinite: bool) -> RepWriter:
