@@ -24,8 +24,11 @@ from typing import Any
 
 import numpy as np
 
-from actdb.query import measures as M
-from actdb.query.moments import Moments
+# bench/http.py would shadow the standard library's http (torch/lightning import it)
+sys.path[:] = [p for p in sys.path if os.path.realpath(p or ".") != os.path.dirname(os.path.realpath(__file__))]
+
+from actdb.query import measures as M  # noqa: E402
+from actdb.query.moments import Moments  # noqa: E402
 
 MEM_LIMIT = 8 * 2**30
 TIME_LIMIT = 90.0
