@@ -15,3 +15,19 @@ def qdb(tmp_path, monkeypatch):
     db = actdb.open(str(tmp_path / "q"))
     values = fill(db)
     return db, values
+
+
+@pytest.fixture
+def reads(monkeypatch):
+    """Counts every decoded chunk: (rep path, chunk index) -> times read."""
+    counts: dict[tuple[str, int], int] = {}
+    original = arrays.RepArray.read_stored
+
+    def counting(self, start, stop):
+        start, stop = max(0, start), min(stop, self.shape[0])
+        for c in range(start // self.chunk_rows, (stop - 1) // self.chunk_rows + 1 if stop > start else 0):
+            counts[(self.path, c)] = counts.get((self.path, c), 0) + 1
+        return original(self, start, stop)
+
+    monkeypatch.setattr(arrays.RepArray, "read_stored", counting)
+    return counts

@@ -8,25 +8,8 @@ import pytest
 from actdb.errors import InvalidInput, UnsafeQuery
 from actdb.query import measures as M
 from actdb.query import parse_filter_string
-from actdb.store.arrays import RepArray
 
 from query_data import N_EX, STEPS, TOK_PER_EX, token_table
-
-
-@pytest.fixture
-def reads(monkeypatch):
-    """Counts every decoded chunk: (rep path, chunk index) -> times read."""
-    counts: dict[tuple[str, int], int] = {}
-    original = RepArray.read_stored
-
-    def counting(self, start, stop):
-        start, stop = max(0, start), min(stop, self.shape[0])
-        for c in range(start // self.chunk_rows, (stop - 1) // self.chunk_rows + 1 if stop > start else 0):
-            counts[(self.path, c)] = counts.get((self.path, c), 0) + 1
-        return original(self, start, stop)
-
-    monkeypatch.setattr(RepArray, "read_stored", counting)
-    return counts
 
 
 def test_selection_filters(qdb):

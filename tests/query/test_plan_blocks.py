@@ -11,7 +11,6 @@ from actdb.errors import InvalidInput
 from actdb.query import executor
 from actdb.query import measures as M
 from actdb.store import schema as S
-from actdb.store.arrays import RepArray
 
 from query_data import N_EX, token_table
 
@@ -30,21 +29,6 @@ def passes(monkeypatch):
 
     monkeypatch.setattr(executor, "moments_pass", spy)
     return seen
-
-
-@pytest.fixture
-def reads(monkeypatch):
-    counts: dict[tuple[str, int], int] = {}
-    original = RepArray.read_stored
-
-    def counting(self, start, stop):
-        start, stop = max(0, start), min(stop, self.shape[0])
-        for c in range(start // self.chunk_rows, (stop - 1) // self.chunk_rows + 1 if stop > start else 0):
-            counts[(self.path, c)] = counts.get((self.path, c), 0) + 1
-        return original(self, start, stop)
-
-    monkeypatch.setattr(RepArray, "read_stored", counting)
-    return counts
 
 
 def _ids(db, **filters):
