@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import re
 import threading
 from collections.abc import Iterator
@@ -110,14 +111,28 @@ def _duckdb(store: Store, query: str, max_rows: int | None, timeout: float | Non
 def readonly_duckdb(store: Store, functions: dict[str, Any] | None = None) -> Iterator[Any]:
     """A read-only DuckDB connection on the catalog with file and network access off and
     the configuration locked; ``functions`` (name -> (fn, param types, return type)) are
-    registered first as vectorised Arrow UDFs."""
-    con = _connect_duckdb(store, str(store.path / "catalog.duckdb"))
+    registered first as vectorised Arrow UDFs. While the catalog file is unchanged,
+    repeated queries run on an in-memory copy of it (:mod:`actdb.query.snapshot`)."""
+    from actdb.query.snapshot import SNAPSHOTS
+
+    path = str(store.path / "catalog.duckdb")
+    con = SNAPSHOTS.cursor(path, lambda mem, p: _with_busy_retry(
+        store, lambda: mem.execute(f"ATTACH '{_quote(p)}' AS src (READ_ONLY)")))
+    if con is None:
+        con = _connect_duckdb(store, path)
     try:
         for name, (fn, params, ret) in (functions or {}).items():
             con.create_function(name, fn, params, ret, type="arrow", null_handling="special", side_effects=True)
         yield con
     finally:
+        for name in functions or {}:
+            with contextlib.suppress(Exception):  # never registered (the error is already on its way)
+                con.remove_function(name)
         con.close()
+
+
+def _quote(text: str) -> str:
+    return text.replace("'", "''")
 
 
 def fetch(con: Any, query: str, max_rows: int | None, timeout: float | None) -> pa.Table:
@@ -148,6 +163,15 @@ def fetch(con: Any, query: str, max_rows: int | None, timeout: float | None) -> 
 
 
 def _connect_duckdb(store: Store, path: str) -> Any:
+    import duckdb
+
+    return _with_busy_retry(store, lambda: duckdb.connect(
+        path, read_only=True, config={"enable_external_access": False, "lock_configuration": True}))
+
+
+def _with_busy_retry(store: Store, open_file: Any) -> Any:
+    """``open_file()``, retried with backoff while a writer holds the DuckDB catalog
+    (and held back while a writer waits for it); StoreBusy after the busy timeout."""
     import time
 
     import duckdb
@@ -159,8 +183,7 @@ def _connect_duckdb(store: Store, path: str) -> Any:
     while True:
         yield_to_writer(store.catalog.intent_file, deadline)
         try:
-            return duckdb.connect(path, read_only=True,
-                                  config={"enable_external_access": False, "lock_configuration": True})
+            return open_file()
         except duckdb.Error as exc:
             if not is_lock_error(exc) or time.monotonic() > deadline:
                 if is_lock_error(exc):
@@ -236,6 +259,7 @@ def _requests(measure: Any, a: Any, b: Any) -> list[Request]:
 
 # ------------------------------------------------------------------------ DuckDB
 _DUCK_MISSING = "_actdb_dissim_missing"
+_UDF_IDS = itertools.count()
 _DUCK_VALUES = "_actdb_dissim_value"
 
 
@@ -248,16 +272,17 @@ def _dissim_duckdb(db: Any, query: str, max_rows: int | None, timeout: float | N
         missing.update(_requests(measure, a, b))
         return pa.nulls(len(a), pa.float64())
 
-    fns = {_DUCK_MISSING: (record, [duckdb.sqltype("VARCHAR"), duckdb.sqltype("BIGINT"), duckdb.sqltype("BIGINT")],
+    name = f"{_DUCK_MISSING}_{next(_UDF_IDS)}"  # UDFs are shared by every cursor of a snapshot
+    fns = {name: (record, [duckdb.sqltype("VARCHAR"), duckdb.sqltype("BIGINT"), duckdb.sqltype("BIGINT")],
                            duckdb.sqltype("DOUBLE"))}
     with readonly_duckdb(db, fns) as con:
-        _install_duckdb_dissim(con, str(db.path))
+        _install_duckdb_dissim(con, str(db.path), name)
         table = fetch(con, query, max_rows, timeout)
         if not missing:  # everything was cached: one pass
             return table
     computed = compute_requests(db, set(missing))
     with readonly_duckdb(db, fns) as con:
-        _install_duckdb_dissim(con, str(db.path), computed)
+        _install_duckdb_dissim(con, str(db.path), name, computed)
         return fetch(con, query, max_rows, timeout)
 
 
@@ -283,7 +308,7 @@ def _values_sql(defaults: list[tuple[str, str, bool]]) -> str:
         SELECT measure, rep_b, rep_a, value FROM x WHERE both_ways AND rep_a <> rep_b"""
 
 
-def _install_duckdb_dissim(con: Any, store: str, computed: dict[Request, float] | None = None) -> None:
+def _install_duckdb_dissim(con: Any, store: str, missing: str, computed: dict[Request, float] | None = None) -> None:
     """The temporary ``dissim`` macro on a read-only connection: a lookup in the cached
     default-parameter values (plus ``computed``), falling back to the recording UDF for
     calls that find nothing. The values come from a per-store memo while the result
@@ -311,7 +336,7 @@ def _install_duckdb_dissim(con: Any, store: str, computed: dict[Request, float] 
         CREATE TEMP MACRO dissim(_measure, _rep_a, _rep_b) AS coalesce(
             (SELECT first(c.value) FROM {_DUCK_VALUES} c WHERE c.measure = CAST(_measure AS VARCHAR)
                 AND c.rep_a = CAST(_rep_a AS BIGINT) AND c.rep_b = CAST(_rep_b AS BIGINT)),
-            {_DUCK_MISSING}(_measure, _rep_a, _rep_b))""")
+            {missing}(_measure, _rep_a, _rep_b))""")
 
 
 # -------------------------------------------------------------------- PostgreSQL
