@@ -286,3 +286,22 @@ def test_a_pass_with_every_diagonal_skipped_serialises() -> None:
     assert set(back.blocks) == {(0, 1)}
     back.set_rep(0, Moments.empty([3]).update([x])).set_rep(1, Moments.empty([4]).update([y]))
     assert_pair_matches(back, 0, 1, x, y, rtol=1e-10)
+
+
+def test_settle_centres_in_place_without_a_copy_and_then_refuses_rows() -> None:
+    reps = [activations(300, d, s) for d, s in ((5, 1), (8, 2), (4, 3))]
+    m = Moments.empty([5, 8, 4], pairs=[(0, 1), (1, 2)])
+    for a in range(0, 300, 70):
+        m.update([r[a:a + 70] for r in reps])
+    blocks = {k: id(b) for k, b in m.blocks.items()}
+    assert m.settle() is m
+    assert {k: id(b) for k, b in m.blocks.items()} == blocks  # the same arrays, centred in place
+    np.testing.assert_allclose(m.center, np.concatenate([r.mean(0) for r in reps]), rtol=1e-13)
+    for i, j in ((0, 1), (1, 2), (1, 1)):
+        assert_pair_matches(m, i, j, reps[i], reps[j])
+    assert m.pair(0, 1).sxx is m.blocks[(0, 0)]  # reading pairs makes no copies
+    assert_pair_matches(m - Moments.empty([5, 8, 4], pairs=[(0, 1), (1, 2)]), 0, 1, reps[0], reps[1])
+    single = m.rep(1)
+    assert_pair_matches(single, 0, 0, reps[1], reps[1])
+    with pytest.raises(InvalidInput, match="settled"):
+        m.update([r[:3] for r in reps])

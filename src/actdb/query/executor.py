@@ -246,6 +246,7 @@ def _run_moments(db: Database, space: RowSpace, tasks: list[Task], sources: dict
             singles = load_rep_moments(db, [members[i] for i in skip], space, n)
             for i in skip:
                 total.set_rep(i, singles[members[i].key])
+        total.settle()  # read-only from here: centred in place, not in a copy (memory)
         new = {r.key: (r, total.rep(index[r.key])) for r in members if r.key not in stored}
         store_rep_moments(db, new, space)
         stored |= set(new)

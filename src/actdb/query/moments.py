@@ -244,6 +244,9 @@ class Moments:
         other half. Returns ``self``."""
         if len(chunks) != self.n_reps:
             raise InvalidInput(f"update needs {self.n_reps} arrays (one per rep), got {len(chunks)}")
+        if self._centred is self:
+            raise InvalidInput("this Moments was settled (read-only, centred in place); add rows to a "
+                               "copy() or to a new accumulator and merge with +")
         mats = [to_numpy(c, f"rep {p}") for p, c in enumerate(chunks)]
         rows = mats[0].shape[0]
         for p, mat in enumerate(mats):
@@ -405,54 +408,72 @@ class Moments:
         out._heavy = self._heavy
         return out
 
-    def recentered(self, new_center: np.ndarray) -> Moments:
+    def recentered(self, new_center: np.ndarray, *, in_place: bool = False) -> Moments:
         """The same statistics expressed around ``new_center`` ``(D,)`` (exact algebra).
 
         With ``δ = c − c'`` and ``u' = u + δ``: ``Σu' = Σu + nδ``;
         ``S'_ij = S_ij + δ_i s_jᵀ + s_i δ_jᵀ + n δ_i δ_jᵀ``; ``ρ'_p = ρ_p + 2u_pᵀδ_p + |δ_p|²`` gives
         ``w'``, ``V'`` and ``Q'`` in terms of ``S``, ``s = Σu``, ``V``, ``w`` (derivation in
-        docs/measures.md).
+        docs/measures.md). ``in_place=True`` changes this accumulator's blocks instead of
+        making new ones (no second copy of the largest arrays) and returns ``self``.
         """
         new_center = np.asarray(new_center, dtype=np.float64)
         delta = self.center - new_center
         n, s = self.n, self.sum_u
-        out = Moments(
-            self.dims, n=n, center=new_center.copy(), sum_u=s + n * delta, blocks={},
-            w=self.w, v=self.v, q=self.q, precision=self.precision, budget_bytes=self.budget_bytes,
-        )
-        out._heavy = self._heavy
         P = self.n_reps
         sl = [self._slice(p) for p in range(P)]
+        # Σ_i u(i) a_p(i) = S[:, p] δ_p  (D-vector, full symmetric column panel), from the
+        # blocks as they are; NaN where a block is missing: only pairs never wanted read those
+        s_delta = np.full((P, int(self.offsets[-1])), np.nan)
         for (i, j), b in self.blocks.items():
-            di, dj, si, sj = delta[sl[i]], delta[sl[j]], s[sl[i]], s[sl[j]]
-            # S + δ_i s_jᵀ + s_i δ_jᵀ + n δ_i δ_jᵀ as one rank-2 product (two passes over S)
-            nb = np.stack([di, si], axis=1) @ np.stack([sj + n * dj, dj])
-            nb += b
-            out.blocks[(i, j)] = nb
-        # a_p(i) = u_p(i)·δ_p ; e_p = |δ_p|²
-        e = np.array([delta[sl[p]] @ delta[sl[p]] for p in range(P)])
-        sum_a = np.array([s[sl[p]] @ delta[sl[p]] for p in range(P)])
-        # Σ_i u(i) a_p(i) = S[:, p] δ_p  (D-vector, full symmetric column panel)
-        s_delta = np.full((P, int(self.offsets[-1])), np.nan)  # NaN where a block is missing:
-        for (i, j), b in self.blocks.items():  # only pairs that were never wanted read those
             s_delta[j, sl[i]] = b @ delta[sl[j]]
             if i != j:
                 s_delta[i, sl[j]] = delta[sl[i]] @ b
-        out.w = self.w + 2 * sum_a + n * e
-        out.v = (
+        blocks = self.blocks if in_place else {}
+        for (i, j), b in self.blocks.items():
+            di, dj, si, sj = delta[sl[i]], delta[sl[j]], s[sl[i]], s[sl[j]]
+            # S + δ_i s_jᵀ + s_i δ_jᵀ + n δ_i δ_jᵀ as one rank-2 product (two passes over S)
+            correction = np.stack([di, si], axis=1) @ np.stack([sj + n * dj, dj])
+            if in_place:
+                b += correction
+            else:
+                correction += b
+                blocks[(i, j)] = correction
+        # a_p(i) = u_p(i)·δ_p ; e_p = |δ_p|²
+        e = np.array([delta[sl[p]] @ delta[sl[p]] for p in range(P)])
+        sum_a = np.array([s[sl[p]] @ delta[sl[p]] for p in range(P)])
+        w = self.w + 2 * sum_a + n * e
+        v = (
             self.v + np.outer(self.w, delta) + 2 * s_delta + 2 * np.outer(sum_a, delta)
             + np.outer(e, s) + n * np.outer(e, delta)
         )
         # Σ ρ_p a_q = V_p[q-slice]·δ_q ; Σ a_p a_q = δ_pᵀ S_pq δ_q
         rho_a = np.array([[self.v[p, sl[q]] @ delta[sl[q]] for q in range(P)] for p in range(P)])
-
         aa = np.array([[s_delta[q, sl[p]] @ delta[sl[p]] for q in range(P)] for p in range(P)])
-        out.q = (
+        q = (
             self.q + 2 * rho_a + 2 * rho_a.T + 4 * aa
             + np.outer(self.w, e) + np.outer(e, self.w)
             + 2 * np.outer(sum_a, e) + 2 * np.outer(e, sum_a) + n * np.outer(e, e)
         )
+        out = self if in_place else Moments(
+            self.dims, n=n, center=new_center, sum_u=s, blocks=blocks, w=w, v=v, q=q,
+            precision=self.precision, budget_bytes=self.budget_bytes)
+        out.center, out.sum_u, out.w, out.v, out.q = new_center.copy(), s + n * delta, w, v, q
+        out._heavy = self._heavy
+        out._centred = None
         return out
+
+    def settle(self) -> Moments:
+        """Re-express the statistics around the exact mean in place, for an accumulator that
+        is only read from now on (a finished pass): :meth:`pair` then needs no second copy
+        of the blocks. Diagonal blocks are symmetrised and every block becomes read-only;
+        a later :meth:`update` is refused. Returns ``self``."""
+        if self._centred is self:
+            return self
+        self.recentered(self.mean(), in_place=True)
+        _freeze(self)
+        self._centred = self
+        return self
 
     def mean(self) -> np.ndarray:
         """Column means ``(D,)`` of all reps concatenated (NaN-free; zeros when n = 0)."""
@@ -526,16 +547,10 @@ class Moments:
         )
 
     def _centred_state(self) -> Moments:
-        """``recentered(mean())`` with symmetrised, read-only diagonal blocks (memoised)."""
+        """``recentered(mean())`` with symmetrised, read-only diagonal blocks (memoised;
+        ``self`` after :meth:`settle`)."""
         if self._centred is None or self._centred.n != self.n:
-            c = self.recentered(self.mean())
-            for (i, j), b in c.blocks.items():
-                if i == j:
-                    b += b.T.copy()
-                    b *= 0.5
-                b.flags.writeable = False
-            c.center.flags.writeable = False
-            self._centred = c
+            self._centred = _freeze(self.recentered(self.mean()))
         return self._centred
 
     def subset(self, reps: Sequence[int]) -> Moments:
@@ -653,6 +668,17 @@ class Moments:
             sum(b.nbytes for b in self.blocks.values())
             + self.center.nbytes + self.sum_u.nbytes + self.v.nbytes + self.q.nbytes + self.w.nbytes
         )
+
+
+def _freeze(m: Moments) -> Moments:
+    """Symmetrise ``m``'s diagonal blocks and make its blocks and centre read-only."""
+    for (i, j), b in m.blocks.items():
+        if i == j:
+            b += b.T.copy()
+            b *= 0.5
+        b.flags.writeable = False
+    m.center.flags.writeable = False
+    return m
 
 
 def _key(i: int, j: int) -> tuple[int, int]:
