@@ -172,6 +172,29 @@ def test_memory_budget_tiles_without_changing_values(qdb, reads):
     assert max(reads.values()) > 1  # tiled passes re-read reps: the price of the bound
 
 
+def test_a_pass_frees_its_accumulators_before_the_next_pass(qdb, monkeypatch):
+    """Peak memory is one pass's accumulators, not the sum over passes: nothing (no
+    variable, no reference cycle) keeps a finished pass's Moments alive."""
+    import weakref
+
+    from actdb.query import executor
+
+    db, _ = qdb
+    alive: list[int] = []
+    previous: list[weakref.ref] = []
+    original = executor.moments_pass
+
+    def watched(*args, **kwargs):
+        alive.append(sum(ref() is not None for ref in previous))
+        accs = original(*args, **kwargs)
+        previous[:] = [weakref.ref(a) for a in accs]
+        return accs
+
+    monkeypatch.setattr(executor, "moments_pass", watched)
+    db.reps().compare(measure="linear_cka").compute(recompute=True, memory_budget=30_000)
+    assert len(alive) > 2 and alive == [0] * len(alive)
+
+
 def test_sql_dissim_batches_into_one_plan(qdb, monkeypatch):
     db, _ = qdb
     from actdb.query import executor

@@ -259,6 +259,7 @@ def _run_moments(db: Database, space: RowSpace, tasks: list[Task], sources: dict
         for t in ts:
             out[t.cache_key] = Value(values[t.cache_key], total.n, "moments", elapsed, extra,
                                      errors.get(t.cache_key))
+        del parts, total, new  # this pass's accumulators go before the next pass makes its own
     return out
 
 

@@ -172,6 +172,7 @@ class Moments:
         self.budget_bytes = int(budget_bytes)
         self._heavy: tuple[np.ndarray, list[np.ndarray], list[np.ndarray]] | None = None
         self._centred: Moments | None = None  # memo of recentered(mean()), see pair()
+        self._settled = False  # centred in place and read-only (see settle())
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -244,7 +245,7 @@ class Moments:
         other half. Returns ``self``."""
         if len(chunks) != self.n_reps:
             raise InvalidInput(f"update needs {self.n_reps} arrays (one per rep), got {len(chunks)}")
-        if self._centred is self:
+        if self._settled:
             raise InvalidInput("this Moments was settled (read-only, centred in place); add rows to a "
                                "copy() or to a new accumulator and merge with +")
         mats = [to_numpy(c, f"rep {p}") for p, c in enumerate(chunks)]
@@ -468,11 +469,11 @@ class Moments:
         is only read from now on (a finished pass): :meth:`pair` then needs no second copy
         of the blocks. Diagonal blocks are symmetrised and every block becomes read-only;
         a later :meth:`update` is refused. Returns ``self``."""
-        if self._centred is self:
+        if self._settled:
             return self
         self.recentered(self.mean(), in_place=True)
         _freeze(self)
-        self._centred = self
+        self._settled = True  # a flag, not self._centred = self: no reference cycle to keep it alive
         return self
 
     def mean(self) -> np.ndarray:
@@ -549,6 +550,8 @@ class Moments:
     def _centred_state(self) -> Moments:
         """``recentered(mean())`` with symmetrised, read-only diagonal blocks (memoised;
         ``self`` after :meth:`settle`)."""
+        if self._settled:
+            return self
         if self._centred is None or self._centred.n != self.n:
             self._centred = _freeze(self.recentered(self.mean()))
         return self._centred
