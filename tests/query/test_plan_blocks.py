@@ -125,6 +125,27 @@ def test_a_rep_with_itself_is_answered_from_the_cache_without_reading(qdb, reads
         assert r["value"] == pytest.approx(getattr(M, r["measure"])(x, y), rel=1e-9, abs=1e-10)
 
 
+def test_overwriting_a_rep_drops_its_cached_moments(qdb):
+    db, values = qdb
+
+    def cached() -> dict[int, int]:
+        with db.catalog.connect() as conn:
+            query = sa.select(S.rep_moments.c.rep_id, sa.func.count()).group_by(S.rep_moments.c.rep_id)
+            return dict(conn.execute(query).all())
+
+    db.reps(checkpoint="final").compare(measure="linear_cka").compute()
+    (old,) = db.reps(checkpoint="final", layer=2)
+    assert cached().get(old.rep_id) == 1 and len(cached()) == 4
+    x, y = values[("final", 1)], values[("final", 2)] * 2
+    db.write_rep("m", "final", "d", "hidden.2", y, tokens=token_table(), tokenizer="tok", dtype="float32",
+                 overwrite=True)
+    assert old.rep_id not in cached() and len(cached()) == 3
+    (new,) = db.reps(checkpoint="final", layer=2)
+    (row,) = db.reps(checkpoint="final", layer=1).compare(db.reps(checkpoint="final", layer=2)).compute().rows
+    assert new.rep_id != old.rep_id and row["rep_id_b"] == new.rep_id
+    assert row["value"] == pytest.approx(M.linear_cka(x, y), rel=1e-10)
+
+
 def test_rep_cache_is_keyed_by_row_space(qdb, passes):
     db, values = qdb
     sel = db.reps(checkpoint="final", layer=[0, 1])

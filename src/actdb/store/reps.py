@@ -136,6 +136,8 @@ class RepWriter:
             if self.replaces is not None:
                 old_path = conn.execute(sa.select(S.rep.c.path).where(S.rep.c.id == self.replaces)).scalar()
                 conn.execute(S.rep.update().where(S.rep.c.id == self.replaces).values(status="replaced"))
+                # the replaced rep's cached own moments can never be read again (its data is gone)
+                conn.execute(S.rep_moments.delete().where(S.rep_moments.c.rep_id == self.replaces))
             conn.execute(_FINISH_REP, {**values, "id": self.rep_id})
         if old_path is not None:
             A.delete_array(self.store._root, old_path)
