@@ -1,7 +1,7 @@
 """Query benchmark: the all-pairs linear-CKA plan over a training history vs the naive way.
 
 Store: one model, 10 checkpoints x 7 layers (70 reps), n = 20,000 token rows, d = 384,
-stored float32 (2.1 GiB of reps in all). Measured in one run:
+stored float32 (2.15 GB = 2.0 GiB of reps in all: more than the 2 GiB peak-RSS target). Measured in one run:
 
 - the all-pairs plan (``db.reps().compare(measure="linear_cka").compute()``) in a fresh
   process, with its peak RSS;
