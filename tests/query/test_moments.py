@@ -305,3 +305,25 @@ def test_settle_centres_in_place_without_a_copy_and_then_refuses_rows() -> None:
     assert_pair_matches(single, 0, 0, reps[1], reps[1])
     with pytest.raises(InvalidInput, match="settled"):
         m.update([r[:3] for r in reps])
+
+
+def test_without_row_norms_every_other_measure_is_unchanged_and_debiased_cka_refuses() -> None:
+    x, y = related_pair(500, 7, 9, seed=11)
+    full = Moments.empty([7, 9]).update([x, y])
+    lean = Moments.empty([7, 9], row_norms=False)
+    for a in range(0, 500, 128):
+        lean.update([x[a:a + 128], y[a:a + 128]])
+    assert full.row_norms and not lean.row_norms
+    for name in ("linear_cka_from_moments", "mean_cca_from_moments", "procrustes_from_moments",
+                 "gulp_from_moments", "linear_regression_from_moments"):
+        fn = getattr(mr, name)
+        assert fn(lean.pair(0, 1)) == pytest.approx(fn(full.pair(0, 1)), rel=1e-12)
+    with pytest.raises(InvalidInput, match="row_norms=True"):
+        mr.debiased_cka_from_moments(lean.pair(0, 1))
+    again = Moments.from_bytes(lean.to_bytes())
+    assert not again.row_norms
+    assert mr.linear_cka_from_moments(again.pair(0, 1)) == pytest.approx(mr.linear_cka_from_moments(lean.pair(0, 1)),
+                                                                        rel=1e-14)
+    assert not (full + lean).row_norms and not (lean + full).row_norms  # a merge has what both have
+    with pytest.raises(InvalidInput, match="row_norms=True"):
+        mr.debiased_cka_from_moments((full + lean).pair(0, 1))

@@ -6,10 +6,12 @@ A :class:`Moments` holds everything the moments-route measures need about P matr
 - ``n`` rows and, per column, the running sum (as a shift ``center`` plus ``sum_u``);
 - every cross-product block ``U_pᵀ U_q`` (p ≤ q) of the shifted features ``U = X − center``;
 - for debiased CKA, per-row squared norms ``ρ_p(i) = ‖u_p(i)‖²`` and their sums
-  ``w_p = Σ_i ρ_p(i)``, ``V_p = Σ_i ρ_p(i) u(i)`` (over all D columns), ``Q_pq = Σ_i ρ_p(i) ρ_q(i)``.
+  ``w_p = Σ_i ρ_p(i)``, ``V_p = Σ_i ρ_p(i) u(i)`` (over all D columns), ``Q_pq = Σ_i ρ_p(i) ρ_q(i)``
+  (``row_norms=False`` leaves them out, as NaN: every other measure does without, and
+  they cost two passes over each chunk).
 
 All accumulators are float64, whatever the input dtype. The shift ``center`` is fixed at the
-first update (the first chunk's column mean), so later chunks are nearly centred and the
+first update (the column mean of the first chunk's first 4,096 rows), so later chunks are nearly centred and the
 uncentred sums do not cancel catastrophically for activations with large-mean outlier
 dimensions; statistics are re-expressed around the exact mean only when a pair is read.
 Re-expressing around another centre is exact algebra (:meth:`Moments.recentered`), which is
@@ -184,6 +186,7 @@ class Moments:
         budget_bytes: int = DEFAULT_BUDGET_BYTES,
         pairs: Iterable[tuple[int, int]] | None = None,
         skip_diag: Iterable[int] = (),
+        row_norms: bool = True,
     ) -> Moments:
         """An accumulator with no rows for representations of widths ``dims``.
 
@@ -193,6 +196,7 @@ class Moments:
         not yet cached, does a fraction of the ``n·D²`` flops. ``skip_diag`` lists reps whose
         own (diagonal) block is not accumulated at all because the caller has it already
         (a per-rep cache); supply it with :meth:`set_rep` before reading a pair.
+        ``row_norms=False`` skips the row-norm sums only debiased CKA reads (they stay NaN).
         """
         dims = tuple(int(d) for d in dims)
         if not dims or any(d < 1 for d in dims):
@@ -201,9 +205,10 @@ class Moments:
         p = len(dims)
         keys = _block_keys(p, pairs, skip_diag)
         blocks = {(i, j): np.zeros((dims[i], dims[j])) for i, j in keys}
+        start = 0.0 if row_norms else np.nan
         return cls(
             dims, n=0, center=np.zeros(total), sum_u=np.zeros(total), blocks=blocks,
-            w=np.zeros(p), v=np.zeros((p, total)), q=np.zeros((p, p)),
+            w=np.full(p, start), v=np.full((p, total), start), q=np.full((p, p), start),
             precision=precision, budget_bytes=budget_bytes,
         )
 
@@ -225,6 +230,12 @@ class Moments:
     @property
     def n_reps(self) -> int:
         return len(self.dims)
+
+    @property
+    def row_norms(self) -> bool:
+        """Whether the row-norm sums (debiased CKA's) were accumulated (a merge with an
+        accumulator without them has none)."""
+        return bool(np.isfinite(self.w).all())
 
     def _slice(self, p: int) -> slice:
         return slice(int(self.offsets[p]), int(self.offsets[p + 1]))
@@ -293,8 +304,8 @@ class Moments:
         dtype (float64, or float32 for mixed precision)."""
         work = u.dtype
         mixed = work == np.float32
-        if self.n == 0:
-            center = np.concatenate([np.asarray(m.mean(axis=0, dtype=np.float64)) for m in mats])
+        if self.n == 0:  # any shift is exact; a nearby one avoids cancellation
+            center = np.concatenate([np.asarray(m[:4096].mean(axis=0, dtype=np.float64)) for m in mats])
             if not np.isfinite(center).all():
                 self._raise_non_finite(mats, row0)
             if mixed:  # a float32-exact shift: x − c is then correctly rounded in float32
@@ -316,17 +327,18 @@ class Moments:
             colsum = u.sum(axis=0, dtype=np.float64)
         if not np.isfinite(colsum).all():
             self._raise_non_finite(mats, row0)
-        rho = np.stack(
-            [np.einsum("ij,ij->i", u[:, self._slice(p)], u[:, self._slice(p)])
-             for p in range(self.n_reps)],
-            axis=1,
-        )
-        rho64 = rho.astype(np.float64)
         self.n += u.shape[0]
         self.sum_u += colsum
-        self.w += rho64.sum(axis=0)
-        self.v += rho.T @ u
-        self.q += rho64.T @ rho64
+        if self.row_norms:
+            rho = np.stack(
+                [np.einsum("ij,ij->i", u[:, self._slice(p)], u[:, self._slice(p)])
+                 for p in range(self.n_reps)],
+                axis=1,
+            )
+            rho64 = rho.astype(np.float64)
+            self.w += rho64.sum(axis=0)
+            self.v += rho.T @ u
+            self.q += rho64.T @ rho64
         heavy = self._heavy_columns(u) if mixed else None
         hh = None
         if heavy is not None:
@@ -724,7 +736,7 @@ def _parse_precision(value: str) -> Precision:
 
 
 def shard_moments(
-    mats: Sequence[Any], n_shards: int, *, precision: Precision = "float64"
+    mats: Sequence[Any], n_shards: int, *, precision: Precision = "float64", row_norms: bool = True
 ) -> list[Moments]:
     """Per-shard :class:`Moments` over ``n_shards`` contiguous row ranges of ``mats``."""
     arrays = [as_matrix(m, f"rep {p}") for p, m in enumerate(mats)]
@@ -734,7 +746,7 @@ def shard_moments(
     edges = np.linspace(0, n, n_shards + 1).round().astype(int)
     dims = [a.shape[1] for a in arrays]
     return [
-        Moments.empty(dims, precision=precision).update([a[lo:hi] for a in arrays])
+        Moments.empty(dims, precision=precision, row_norms=row_norms).update([a[lo:hi] for a in arrays])
         for lo, hi in zip(edges[:-1], edges[1:], strict=True)
     ]
 

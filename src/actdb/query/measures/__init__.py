@@ -140,7 +140,7 @@ _SPECS = [
     MeasureSpec("debiased_cka", debiased_cka, "similarity", (-1.0, 1.0), "moments", {},
                 "Song et al. 2012 (unbiased HSIC, JMLR); Nguyen et al. 2021 (ICLR)",
                 _m.debiased_cka_from_moments, True,
-                description="Linear CKA with the unbiased HSIC estimator"),
+                description="Linear CKA with the unbiased HSIC estimator", row_norms=True),
     MeasureSpec("rbf_cka", rbf_cka, "similarity", (0.0, 1.0), "gram",
                 {"sigma": 0.8, "median": "offdiag", "debiased": False, **_SAMPLING},
                 "Kornblith et al. 2019 (ICML)", None, True, _g.rbf_cka_rows,

@@ -153,13 +153,14 @@ def evaluate(
     assert spec.from_moments is not None
     dims = [x.shape[1], y.shape[1]]
     if stderr:
-        parts = shard_moments([x, y], min(shards, n), precision=precision) if n >= 2 else []
+        parts = shard_moments([x, y], min(shards, n), precision=precision,
+                              row_norms=spec.row_norms) if n >= 2 else []
         if len(parts) < 2:
             raise MeasureError(f"stderr needs at least 2 rows per shard; got n={n}")
         total = sum(parts[1:], parts[0])
         value = spec.from_moments(total.pair(0, 1), **p)
         return MeasureResult(spec.name, value, "moments", n, p, jackknife_stderr(spec, parts, **p))
-    m = Moments.empty(dims, precision=precision).update([x, y])
+    m = Moments.empty(dims, precision=precision, row_norms=spec.row_norms).update([x, y])
     return MeasureResult(spec.name, spec.from_moments(m.pair(0, 1), **p), "moments", n, p)
 
 

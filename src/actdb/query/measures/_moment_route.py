@@ -57,6 +57,9 @@ def debiased_cka_from_moments(pm: PairMoments) -> float:
     HSIC of Song et al. (2012), as used by Nguyen et al. (2021) and Kornblith's reference code
     (``feature_space_linear_cka(debiased=True)``). Can be slightly negative; range [-1, 1]."""
     _require_rows(pm, 4, "debiased_cka")
+    if not np.isfinite([pm.sum_kk, pm.sum_ll, pm.sum_kl]).all():
+        raise InvalidInput("debiased_cka needs the row-norm sums, and these moments were accumulated "
+                           "without them: build the Moments with row_norms=True")
     tx, ty = _require_variance(pm, "debiased_cka")
     n = pm.n
     xy = _hsic_unbiased(float(np.sum(pm.sxy**2)), tx, ty, pm.sum_kl, n)

@@ -21,7 +21,9 @@ class MeasureSpec:
     - ``from_rows(X, Y, **params) -> float`` on already-sampled float64 rows for route
       ``"gram"`` (else ``None``);
     - ``params``: parameter name → default (row-sampling parameters included);
-    - ``value_range``: closed bounds of the value; ``symmetric``: ``m(X, Y) == m(Y, X)``.
+    - ``value_range``: closed bounds of the value; ``symmetric``: ``m(X, Y) == m(Y, X)``;
+    - ``row_norms``: ``from_moments`` reads the row-norm sums (``PairMoments.sum_kk`` ...),
+      which an accumulator then has to collect (:meth:`Moments.empty` ``row_norms``).
     """
 
     name: str
@@ -36,6 +38,7 @@ class MeasureSpec:
     from_rows: Callable[..., float] | None = None
     description: str = ""
     conventions: str = field(default="", compare=False)
+    row_norms: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in ("similarity", "distance"):
