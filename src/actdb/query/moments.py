@@ -323,8 +323,12 @@ class Moments:
             with np.errstate(over="ignore", invalid="ignore"):  # checked just below
                 np.subtract(m, c_work[sl] if narrow else self.center[sl], out=u[:, sl],
                             casting="same_kind")
+        heavy = self._heavy_columns(u) if mixed else None
+        uh = None if heavy is None else np.take(u, heavy[0], axis=1).astype(np.float64)
         with np.errstate(over="ignore", invalid="ignore"):
-            colsum = u.sum(axis=0, dtype=np.float64)
+            colsum = _column_sums(u)
+            if uh is not None:
+                colsum[heavy[0]] = uh.sum(axis=0)  # the dominant columns' sums exactly
         if not np.isfinite(colsum).all():
             self._raise_non_finite(mats, row0)
         self.n += u.shape[0]
@@ -339,10 +343,8 @@ class Moments:
             self.w += rho64.sum(axis=0)
             self.v += rho.T @ u
             self.q += rho64.T @ rho64
-        heavy = self._heavy_columns(u) if mixed else None
         hh = None
-        if heavy is not None:
-            uh = u[:, heavy[0]].astype(np.float64)
+        if uh is not None:
             hh = uh.T @ uh  # the heavy × heavy entries exactly (float32 products fit float64)
         for a, b in self._panels(work):
             self._panel_products(u, a, b, hh, heavy)
@@ -683,6 +685,17 @@ class Moments:
             sum(b.nbytes for b in self.blocks.values())
             + self.center.nbytes + self.sum_u.nbytes + self.v.nbytes + self.q.nbytes + self.w.nbytes
         )
+
+
+def _column_sums(u: np.ndarray) -> np.ndarray:
+    """Column sums of a C-contiguous chunk in float64. A float32 chunk is summed 16 rows at
+    a time in float32 first (half the time of a float64 reduction; each partial sum is off by
+    at most ~16 ulp, far below the float32 products' own rounding), then in float64."""
+    rows = u.shape[0] // 16 * 16
+    if u.dtype != np.float32 or rows == 0 or not u.flags.c_contiguous:
+        return np.asarray(u.sum(axis=0, dtype=np.float64))
+    head = u[:rows].reshape(-1, 16, u.shape[1]).sum(axis=1).sum(axis=0, dtype=np.float64)
+    return np.asarray(head + u[rows:].sum(axis=0, dtype=np.float64))
 
 
 def _freeze(m: Moments) -> Moments:
