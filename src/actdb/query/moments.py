@@ -11,11 +11,12 @@ A :class:`Moments` holds everything the moments-route measures need about P matr
   they cost two passes over each chunk).
 
 All accumulators are float64, whatever the input dtype. The shift ``center`` is fixed at the
-first update (the column mean of the first chunk's first 4,096 rows), so later chunks are nearly centred and the
-uncentred sums do not cancel catastrophically for activations with large-mean outlier
-dimensions; statistics are re-expressed around the exact mean only when a pair is read.
-Re-expressing around another centre is exact algebra (:meth:`Moments.recentered`), which is
-what makes ``a + b`` and ``a - b`` exact merges of accumulators built with different shifts.
+first update (the column mean of the first chunk's first 4,096 rows), so later chunks are
+nearly centred and the uncentred sums do not cancel catastrophically for activations with
+large-mean outlier dimensions; statistics are re-expressed around the exact mean only when
+a pair is read. Re-expressing around another centre is exact algebra
+(:meth:`Moments.recentered`), which is what makes ``a + b`` and ``a - b`` exact merges of
+accumulators built with different shifts.
 
 One update concatenates the chunk's features ``C = [U_1 … U_P]`` and computes the upper
 block-triangle of ``CᵀC`` one row panel per representation (``U_pᵀ [U_p … U_P]``: one GEMM
@@ -470,12 +471,13 @@ class Moments:
             + np.outer(self.w, e) + np.outer(e, self.w)
             + 2 * np.outer(sum_a, e) + 2 * np.outer(e, sum_a) + n * np.outer(e, e)
         )
-        out = self if in_place else Moments(
-            self.dims, n=n, center=new_center, sum_u=s, blocks=blocks, w=w, v=v, q=q,
-            precision=self.precision, budget_bytes=self.budget_bytes)
-        out.center, out.sum_u, out.w, out.v, out.q = new_center.copy(), s + n * delta, w, v, q
+        if in_place:
+            self.center, self.sum_u, self.w, self.v, self.q = new_center.copy(), s + n * delta, w, v, q
+            self._centred = None
+            return self
+        out = Moments(self.dims, n=n, center=new_center.copy(), sum_u=s + n * delta, blocks=blocks, w=w, v=v,
+                      q=q, precision=self.precision, budget_bytes=self.budget_bytes)
         out._heavy = self._heavy
-        out._centred = None
         return out
 
     def settle(self) -> Moments:
@@ -693,9 +695,9 @@ def _column_sums(u: np.ndarray) -> np.ndarray:
     at most ~16 ulp, far below the float32 products' own rounding), then in float64."""
     rows = u.shape[0] // 16 * 16
     if u.dtype != np.float32 or rows == 0 or not u.flags.c_contiguous:
-        return np.asarray(u.sum(axis=0, dtype=np.float64))
+        return u.sum(axis=0, dtype=np.float64)
     head = u[:rows].reshape(-1, 16, u.shape[1]).sum(axis=1).sum(axis=0, dtype=np.float64)
-    return np.asarray(head + u[rows:].sum(axis=0, dtype=np.float64))
+    return head + u[rows:].sum(axis=0, dtype=np.float64)
 
 
 def _freeze(m: Moments) -> Moments:

@@ -86,6 +86,8 @@ class SnapshotCache:
                 self._snapshots.move_to_end(key)
                 return held[1].cursor()
             if self._seen.get(key) != state:
+                if len(self._seen) >= 16 * self.max_snapshots:  # many short-lived stores (tests)
+                    self._seen.clear()
                 self._seen[key] = state
                 return None
             try:
