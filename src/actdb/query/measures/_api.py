@@ -160,7 +160,7 @@ def evaluate(
         total = sum(parts[1:], parts[0])
         value = spec.from_moments(total.pair(0, 1), **p)
         return MeasureResult(spec.name, value, "moments", n, p, jackknife_stderr(spec, parts, **p))
-    m = Moments.empty(dims, precision=precision, row_norms=spec.row_norms).update([x, y])
+    m = Moments.empty(dims, precision=precision, row_norms=spec.row_norms).update([x, y]).settle()
     return MeasureResult(spec.name, spec.from_moments(m.pair(0, 1), **p), "moments", n, p)
 
 

@@ -36,9 +36,15 @@ def linear_cka_from_moments(pm: PairMoments) -> float:
     ``‖Sxy‖²_F / (‖Sxx‖_F ‖Syy‖_F)`` ∈ [0, 1]."""
     _require_rows(pm, 2, "linear_cka")
     _require_variance(pm, "linear_cka")
-    num = float(np.sum(pm.sxy * pm.sxy))
+    num = _sq_frobenius(pm.sxy)
     den = float(np.linalg.norm(pm.sxx) * np.linalg.norm(pm.syy))
     return float(np.clip(num / den, 0.0, 1.0))
+
+
+def _sq_frobenius(a: np.ndarray) -> float:
+    """``‖a‖²_F`` as one dot product over ``a``'s memory (no squared temporary)."""
+    flat = a.ravel(order="K")
+    return float(flat @ flat)
 
 
 def _hsic_unbiased(s_ab_sq: float, tr_a: float, tr_b: float, sum_ab: float, n: int) -> float:
@@ -62,9 +68,9 @@ def debiased_cka_from_moments(pm: PairMoments) -> float:
                            "without them: build the Moments with row_norms=True")
     tx, ty = _require_variance(pm, "debiased_cka")
     n = pm.n
-    xy = _hsic_unbiased(float(np.sum(pm.sxy**2)), tx, ty, pm.sum_kl, n)
-    xx = _hsic_unbiased(float(np.sum(pm.sxx**2)), tx, tx, pm.sum_kk, n)
-    yy = _hsic_unbiased(float(np.sum(pm.syy**2)), ty, ty, pm.sum_ll, n)
+    xy = _hsic_unbiased(_sq_frobenius(pm.sxy), tx, ty, pm.sum_kl, n)
+    xx = _hsic_unbiased(_sq_frobenius(pm.sxx), tx, tx, pm.sum_kk, n)
+    yy = _hsic_unbiased(_sq_frobenius(pm.syy), ty, ty, pm.sum_ll, n)
     if not (xx > 0 and yy > 0):
         raise MeasureError(
             "debiased_cka is undefined: the unbiased HSIC of X or Y with itself is not positive "
@@ -210,5 +216,9 @@ def gulp_from_moments(pm: PairMoments, lam: float = 1e-2, squared: bool = False)
         terms.append(float(np.sum((evals * inv) ** 2)))
         halves.append(evecs * np.sqrt(inv))  # Σ_λ^{-1/2} = V diag(inv^½) Vᵀ, right factor
     cross = halves[0].T @ (pm.sxy / n) @ halves[1]
-    d2 = max(0.0, terms[0] + terms[1] - 2.0 * float(np.sum(cross**2)))
+    d2 = terms[0] + terms[1] - 2.0 * _sq_frobenius(cross)
+    # below the rounding noise of the eigen-decompositions (~d·ε of the terms) d² is zero:
+    # its square root would otherwise turn 1e-14 of noise into a distance of 1e-7
+    noise = 16 * max(cross.shape) * np.finfo(np.float64).eps * (terms[0] + terms[1])
+    d2 = d2 if d2 > noise else 0.0
     return d2 if squared else float(np.sqrt(d2))
