@@ -43,40 +43,51 @@ def pair_data(n: int, d: int) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def _peer_value(peer: str, n: int, d: int) -> float:
-    """Run one peer on the pair case's data (called inside the worker subprocess)."""
-    x, y = pair_data(n, d)
-    if peer == "cka-pytorch":
-        return cka_pytorch_minibatch(x, y)
-    if peer == "repsim":
+def layer_reps(n: int, d: int, layers: int) -> list[np.ndarray]:
+    """The layer-matrix case's data: each "layer" mixes in the one before it."""
+    reps = [activations(n, d, s) for s in range(layers)]
+    for s in range(1, layers):
+        reps[s] += 0.7 * reps[s - 1]
+    return reps
+
+
+def _peer_timed(args: dict[str, Any]) -> tuple[float, list[float]]:
+    """Run one peer (inside the worker subprocess) on the case's data, generated before the
+    clock starts. Returns (seconds, values): one value for a pair, the row-major matrix for
+    ``layers``."""
+    n, d, layers = args["n"], args["d"], args.get("layers")
+    reps = layer_reps(n, d, layers) if layers else list(pair_data(n, d))
+    if args["peer"] == "cka-pytorch":
+        run = cka_pytorch_calculator(reps, self_compare=bool(layers), epochs=args["epochs"])
+    elif args["peer"] == "repsim":
         import repsim
-        return float(repsim.cka([x.astype(np.float64), y.astype(np.float64)], "linear", "gretton")[0, 1])
-    raise ValueError(peer)
+        run = lambda: [float(repsim.cka([reps[0].astype(np.float64), reps[1].astype(np.float64)],  # noqa: E731
+                                        "linear", "gretton")[0, 1])]
+    else:
+        raise ValueError(args["peer"])
+    t = time.perf_counter()
+    values = run()
+    return time.perf_counter() - t, values
 
 
 def _worker(spec: str) -> None:
-    """``--worker '{"peer":…, "n":…, "d":…}'``: time one peer, print one JSON line."""
+    """``--worker '{"peer":…, "n":…, "d":…, …}'``: time one peer, print one JSON line."""
     args = json.loads(spec)
     import warnings
     warnings.simplefilter("ignore")
     if args["peer"] == "cka-pytorch":
         import torch
         torch.set_num_threads(os.cpu_count() or 1)
-    _peer_value(args["peer"], 512, 4)  # warm imports and first-call costs (not timed)
-    x_ready = time.perf_counter()
-    v = _peer_value(args["peer"], args["n"], args["d"])
-    # data generation is excluded: time it separately and subtract
-    t_all = time.perf_counter() - x_ready
-    t0 = time.perf_counter()
-    pair_data(args["n"], args["d"])
-    t_gen = time.perf_counter() - t0
-    print(json.dumps({"s": max(t_all - t_gen, 0.0), "value": v}), flush=True)
+    _peer_timed({**args, "n": 512, "d": 4})  # warm imports and first-call costs (not timed)
+    seconds, values = _peer_timed(args)
+    print(json.dumps({"s": seconds, "values": values}), flush=True)
 
 
-def run_peer(peer: str, n: int, d: int, timeout: float = TIME_LIMIT) -> tuple[float | None, float | None, str]:
-    """(seconds, value, note) of one peer run in a subprocess with a hard timeout."""
+def run_peer(peer: str, n: int, d: int, timeout: float = TIME_LIMIT,
+             **extra: Any) -> tuple[float | None, list[float] | None, str]:
+    """(seconds, values, note) of one peer run in a subprocess with a hard timeout."""
     cmd = [sys.executable, os.path.abspath(__file__), "--worker",
-           json.dumps({"peer": peer, "n": n, "d": d})]
+           json.dumps({"peer": peer, "n": n, "d": d, **extra})]
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
@@ -86,7 +97,7 @@ def run_peer(peer: str, n: int, d: int, timeout: float = TIME_LIMIT) -> tuple[fl
         err = (out.stderr.strip().splitlines() or ["?"])[-1]
         return None, None, f"failed: {err[:120]}"
     res = json.loads(lines[-1])
-    return float(res["s"]), float(res["value"]), ""
+    return float(res["s"]), [float(v) for v in res["values"]], ""
 
 
 def installed(module: str) -> bool:
@@ -130,20 +141,48 @@ def textbook_cka(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.linalg.norm(x.T @ y) ** 2 / (np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y)))
 
 
-def cka_pytorch_minibatch(x: np.ndarray, y: np.ndarray, batch: int = 256) -> float:
-    """cka-pytorch's estimator (its own ``gram`` and ``hsic1``: minibatch unbiased HSIC)."""
+def cka_pytorch_calculator(reps: list[np.ndarray], self_compare: bool, epochs: int,
+                           batch: int = 256) -> Callable[[], list[float]]:
+    """cka-pytorch as its users run it: ``CKACalculator`` hooks layers of two models and
+    ``calculate_cka_matrix`` accumulates its minibatch unbiased HSIC (float32 Grams of each
+    batch of ``batch`` rows) over ``epochs`` passes of a DataLoader (its default is 10).
+    The "models" look their rows up in the given activations. ``self_compare``: one model
+    whose layers are ``reps``, compared with itself (the layer × layer matrix); otherwise
+    model 1 has ``reps[0]``, model 2 ``reps[1]`` (one pair)."""
     import torch
-    from cka_pytorch.hsic import hsic1
-    from cka_pytorch.utils import gram
+    from cka_pytorch.cka import CKACalculator
+    from torch import nn
+    from torch.utils.data import DataLoader, TensorDataset
 
-    tx, ty = torch.from_numpy(x), torch.from_numpy(y)
-    xy = xx = yy = 0.0
-    for a in range(0, x.shape[0] - batch + 1, batch):
-        gx, gy = gram(tx[a:a + batch].double()), gram(ty[a:a + batch].double())
-        xy += float(hsic1(gx[None], gy[None]).sum())
-        xx += float(hsic1(gx[None], gx[None]).sum())
-        yy += float(hsic1(gy[None], gy[None]).sum())
-    return xy / np.sqrt(xx * yy)
+    class Lookup(nn.Module):
+        def __init__(self, table: np.ndarray) -> None:
+            super().__init__()
+            self.register_buffer("table", torch.from_numpy(table))
+
+        def forward(self, idx: torch.Tensor) -> torch.Tensor:
+            return self.table[idx]
+
+    class Layers(nn.Module):
+        def __init__(self, tables: list[np.ndarray]) -> None:
+            super().__init__()
+            self.layers = nn.ModuleList(Lookup(t) for t in tables)
+            self.anchor = nn.Parameter(torch.zeros(1))  # CKACalculator reads the device from it
+
+        def forward(self, idx: torch.Tensor) -> torch.Tensor:
+            for layer in self.layers:
+                layer(idx)
+            return idx
+
+    n = reps[0].shape[0]
+    if self_compare:
+        m1 = m2 = Layers(reps)
+        names = [f"layers.{i}" for i in range(len(reps))]
+    else:
+        m1, m2 = Layers(reps[:1]), Layers(reps[1:2])
+        names = ["layers.0"]
+    loader = DataLoader(TensorDataset(torch.arange(n), torch.zeros(n)), batch_size=batch)
+    calc = CKACalculator(m1, m2, model1_layers=names, model2_layers=names, verbose=False)
+    return lambda: [float(v) for v in calc.calculate_cka_matrix(loader, num_epochs=epochs).flatten()]
 
 
 def record(case: str, impl: str, seconds: float | None, value: float | None, ref: float | None,
@@ -151,7 +190,7 @@ def record(case: str, impl: str, seconds: float | None, value: float | None, ref
     err = None if value is None or ref is None else abs(value - ref)
     ROWS.append({"case": case, "impl": impl, "s": seconds, "value": value, "err": err, "note": note})
     shown = "skipped" if seconds is None else f"{seconds:8.3f} s"
-    print(f"  {impl:28s} {shown}  {'' if err is None else f'|err|={err:.1e}'} {note}", flush=True)
+    print(f"  {impl:38s} {shown}  {'' if err is None else f'|err|={err:.1e}'} {note}", flush=True)
 
 
 def pair_case(n: int, d: int, rate: float) -> None:
@@ -167,11 +206,7 @@ def pair_case(n: int, d: int, rate: float) -> None:
     for prec in ("float64", "mixed"):
         t, v = timed(lambda: M.linear_cka(x, y, precision=prec), REPEAT)
         record(case, f"actdb ({prec})", t, v, ref, f"{t / bound:.2f}x bound")
-    if not installed("cka_pytorch"):
-        record(case, "cka-pytorch", None, None, None, "not installed")
-    else:
-        t, v, note = run_peer("cka-pytorch", n, d)
-        record(case, "cka-pytorch (minibatch 256)", t, v, ref if v is not None else None, note)
+    cka_pytorch_rows(case, n, d, t, np.array([ref]))
     record(case, "torch-cka", None, None, None,
            "not installed (needs torchvision, which does not import beside torch 2.13.0+cpu here)")
     if not installed("repsim"):
@@ -192,7 +227,25 @@ def pair_case(n: int, d: int, rate: float) -> None:
                f"skipped: ~{est:.0f} s estimated ({tc:.2f} s at n={cal}, × (n/{cal})³)")
         return
     t, v, note = run_peer("repsim", n, d)
-    record(case, "repsim (n×n Grams)", t, v, ref if v is not None else None, note)
+    record(case, "repsim (n×n Grams)", t, None if v is None else v[0], ref if v is not None else None, note)
+
+
+def cka_pytorch_rows(case: str, n: int, d: int, t_ours: float, ref: np.ndarray, layers: int | None = None) -> None:
+    """Time cka-pytorch's CKACalculator with its default 10 epochs and with 1 (the same
+    estimate: the data is not augmented), and record each with its speed relative to
+    actdb (mixed), whose time is ``t_ours``; ``ref`` is the exact value(s)."""
+    if not installed("cka_pytorch"):
+        record(case, "cka-pytorch", None, None, None, "not installed")
+        return
+    for epochs in (10, 1):
+        label = f"cka-pytorch ({epochs} epoch{'s' if epochs > 1 else ''}{', its default' if epochs == 10 else ''})"
+        t, v, note = run_peer("cka-pytorch", n, d, epochs=epochs, **({"layers": layers} if layers else {}))
+        if t is None or v is None:
+            record(case, label, None, None, None, note)
+            continue
+        err = float(np.abs(np.array(v) - ref.ravel()).max())
+        record(case, label, t, float(np.sum(v)), float(ref.sum()),
+               f"actdb (mixed) {t / t_ours:.1f}x faster" + ("" if len(v) == 1 else f"; max abs err {err:.1e}"))
 
 
 def textbook_matrix(reps: list[np.ndarray]) -> np.ndarray:
@@ -209,11 +262,10 @@ def textbook_matrix(reps: list[np.ndarray]) -> np.ndarray:
 def layer_matrix_case(n: int, d: int, layers: int) -> None:
     case = f"{layers}x{layers} layer matrix, n={n}, d={d}"
     print(case)
-    reps = [activations(n, d, s) for s in range(layers)]
-    for s in range(1, layers):
-        reps[s] += 0.7 * reps[s - 1]
+    reps = layer_reps(n, d, layers)
     def ours(prec: str) -> np.ndarray:
-        m = Moments.empty([d] * layers, precision=prec).update(reps)  # each rep read once
+        # each rep read once; settled in place for reading, as a plan's pass does
+        m = Moments.empty([d] * layers, precision=prec, row_norms=False).update(reps).settle()
         pm = {(i, j): m.pair(i, j) for i in range(layers) for j in range(i, layers)}
         return np.array([[M.REGISTRY["linear_cka"].from_moments(pm[min(i, j), max(i, j)])  # type: ignore[misc]
                           for j in range(layers)] for i in range(layers)])
@@ -223,17 +275,7 @@ def layer_matrix_case(n: int, d: int, layers: int) -> None:
         t, v = timed(lambda: ours(prec), REPEAT)
         record(case, f"actdb ({prec})", t, float(v.sum()), float(ref.sum()),
                f"max abs err {np.abs(v - ref).max():.1e}")
-    if not installed("cka_pytorch"):
-        record(case, "cka-pytorch", None, None, None, "not installed")
-        return
-    t0, v0, note = run_peer("cka-pytorch", n, d)
-    if t0 is None or v0 is None:
-        record(case, "cka-pytorch (minibatch 256)", None, None, None, note)
-        return
-    pairs = layers * (layers - 1) // 2
-    ref0 = textbook_cka(*pair_data(n, d))
-    record(case, "cka-pytorch (minibatch 256)", t0 * pairs, None, None,
-           f"estimate: {pairs} off-diagonal pairs × {t0:.2f} s/pair; abs err one pair {abs(v0 - ref0):.1e}")
+    cka_pytorch_rows(case, n, d, t, ref, layers)
 
 
 def streamed_memory_case(n: int, d: int, chunk: int) -> None:
