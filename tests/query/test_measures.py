@@ -183,6 +183,18 @@ def test_gulp_matches_direct_matrix_formula(pair, lam: float) -> None:
     assert M.gulp(x, y, lam=lam) == pytest.approx(np.sqrt(d2), rel=1e-9)
 
 
+def test_gulp_of_a_representation_with_itself_or_a_rotation_is_exactly_zero(pair) -> None:
+    x, _ = pair
+    q, _ = np.linalg.qr(np.random.default_rng(3).standard_normal((x.shape[1], x.shape[1])))
+    for lam in (1e-2, 1.0):
+        # d² is ~1e-14 of rounding noise here: without the noise floor its square root is ~1e-7
+        assert M.gulp(x, x, lam=lam) == 0.0
+        assert M.gulp(x, x @ q, lam=lam) == 0.0
+    y = x.copy()
+    y[:, 0] += 1e-3 * np.random.default_rng(4).standard_normal(len(y))  # a real, tiny difference
+    assert M.gulp(x, y, lam=1e-2) > 0.0
+
+
 # ---------------------------------------------------------------- Gram-route measures
 def test_rsa_matches_rsatoolbox_and_scipy(pair) -> None:
     x, y = pair

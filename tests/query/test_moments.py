@@ -327,3 +327,21 @@ def test_without_row_norms_every_other_measure_is_unchanged_and_debiased_cka_ref
     assert not (full + lean).row_norms and not (lean + full).row_norms  # a merge has what both have
     with pytest.raises(InvalidInput, match="row_norms=True"):
         mr.debiased_cka_from_moments((full + lean).pair(0, 1))
+
+
+@pytest.mark.parametrize("d", [1, 255, 256, 600])
+def test_tiled_symmetrisation_equals_the_whole_matrix_average(d: int) -> None:
+    from actdb.query.moments import _symmetrise
+
+    a = np.random.default_rng(d).standard_normal((d, d))
+    expect = (a + a.T) * 0.5
+    _symmetrise(a)  # tile pairs, partial tiles at the edge
+    assert np.array_equal(a, expect) and np.array_equal(a, a.T)
+
+
+def test_settled_diagonal_blocks_are_exactly_symmetric_at_widths_past_one_tile() -> None:
+    x = activations(700, 300, 5)
+    m = Moments.empty([300, 300], precision="float64").update([x, x[:, ::-1] * 2.0]).settle()
+    for k in ((0, 0), (1, 1)):
+        assert np.array_equal(m.blocks[k], m.blocks[k].T)
+    assert_pair_matches(m, 0, 1, x, x[:, ::-1] * 2.0)
