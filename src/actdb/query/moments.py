@@ -11,7 +11,7 @@ A :class:`Moments` holds everything the moments-route measures need about P matr
   they cost two passes over each chunk).
 
 All accumulators are float64, whatever the input dtype. The shift ``center`` is fixed at the
-first update (the column mean of the first chunk's first 4,096 rows), so later chunks are
+first update (the column mean of the first chunk's first 1,024 rows), so later chunks are
 nearly centred and the uncentred sums do not cancel catastrophically for activations with
 large-mean outlier dimensions; statistics are re-expressed around the exact mean only when
 a pair is read. Re-expressing around another centre is exact algebra
@@ -327,7 +327,7 @@ class Moments:
         if self.n == 0:
             # only nearness matters (any shift is exact algebra): the mean in the input's own width
             center = np.concatenate([
-                np.asarray(m[:4096].mean(axis=0, dtype=np.result_type(m.dtype, np.float32)), dtype=np.float64)
+                np.asarray(m[:ROW_BLOCK].mean(axis=0, dtype=np.result_type(m.dtype, np.float32)), dtype=np.float64)
                 for m in mats
             ])
             if not np.isfinite(center).all():
@@ -439,10 +439,10 @@ class Moments:
 
     def _heavy_columns(self, u: np.ndarray) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
         """The ``HEAVY_PER_REP`` largest-variance columns of each rep (chosen once, from the
-        first block of float32 rows: up to ``ROW_BLOCK`` or 4,096 rows), as (global column indices, per-rep local indices, per-rep
+        first ``ROW_BLOCK`` float32 rows), as (global column indices, per-rep local indices, per-rep
         positions in the global list). Their mutual products are computed in float64."""
         if self._heavy is None:
-            head = u[:4096]  # u is already (nearly) centred: Σu² ranks the columns by variance
+            head = u[:ROW_BLOCK]  # u is already (nearly) centred: Σu² ranks the columns by variance
             var = np.einsum("ij,ij->j", head, head)
             local, glob, pos, k = [], [], [], 0
             for p in range(self.n_reps):
