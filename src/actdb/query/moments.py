@@ -107,13 +107,14 @@ def as_matrix(a: Any, name: str = "X", *, check_finite: bool = True) -> np.ndarr
     return out
 
 
-def check_all_finite(arr: np.ndarray, name: str) -> None:
-    """Raise :class:`NonFinite` naming the first row of ``arr`` holding NaN or Inf."""
-    if not np.isfinite(arr).all():
-        bad = np.flatnonzero(~np.isfinite(arr).all(axis=1))[0]
+def check_all_finite(arr: np.ndarray, name: str, first_row: int = 0) -> None:
+    """Raise :class:`NonFinite` naming the first row of ``arr`` holding NaN or Inf (rows are
+    numbered from ``first_row``: a chunk's place in a stream)."""
+    finite = np.isfinite(arr).all(axis=1)
+    if not finite.all():
         raise NonFinite(
-            f"{name} contains NaN or Inf (first at row {bad}); drop or repair those rows "
-            "before computing a measure"
+            f"{name} contains NaN or Inf (first at row {first_row + int(np.argmin(finite))}); drop or "
+            "repair those rows before computing a measure"
         )
 
 
@@ -346,7 +347,7 @@ class Moments:
         acc = np.zeros((total, total), dtype=work) if fused else None
         block = buf.shape[0] if fused else rows
         for r in range(0, rows, block):
-            u = buf[: min(block, rows - r)] if fused else buf[:rows]
+            u = buf[: min(block, rows - r)]  # unfused: one block, the whole sub-chunk
             for p, m in enumerate(mats):
                 sl = self._slice(p)
                 # float16/float32 (and small ints) subtract a float32 shift exactly-then-rounded;
@@ -361,8 +362,10 @@ class Moments:
                     heavy = self._heavy_columns(u)
                     uh = np.take(u, heavy[0], axis=1).astype(np.float64)
                     # the heavy × heavy entries exactly (float32 products fit float64)
-                    hh = uh.T @ uh if hh is None else hh + uh.T @ uh
-                    heavy_sum = uh.sum(axis=0) if heavy_sum is None else heavy_sum + uh.sum(axis=0)
+                    if hh is None:
+                        hh, heavy_sum = np.zeros((len(heavy[0]),) * 2), np.zeros(len(heavy[0]))
+                    hh += uh.T @ uh
+                    heavy_sum += uh.sum(axis=0)
                 if self.row_norms:
                     rho = np.stack([np.einsum("ij,ij->i", u[:, self._slice(p)], u[:, self._slice(p)])
                                     for p in range(reps)], axis=1)
@@ -460,12 +463,7 @@ class Moments:
         """Name the first non-finite value's rep and row (counted over every row this
         accumulator has seen), or say the float32 products overflowed."""
         for p, m in enumerate(mats):
-            finite = np.isfinite(m).all(axis=1)
-            if not finite.all():
-                raise NonFinite(
-                    f"rep {p} contains NaN or Inf (first at row {row0 + int(np.argmin(finite))} of the rows "
-                    "streamed into this accumulator); drop or repair those rows before computing a measure"
-                )
+            check_all_finite(m, f"rep {p}", first_row=row0)
         raise InvalidInput(
             "values overflow float32 products; use precision='float64' for data this large"
         )
@@ -779,16 +777,15 @@ def _freeze(m: Moments) -> Moments:
 
 
 def _symmetrise(b: np.ndarray, tile: int = 256) -> None:
-    """``b ← (b + bᵀ)/2`` in place, tile pair by tile pair (a whole-matrix transposed copy
-    is cache-hostile: ~8× slower at d = 2,048)."""
+    """``b ← (b + bᵀ)/2`` in place: the upper triangle averaged tile pair by tile pair (a
+    whole-matrix transposed copy is cache-hostile: ~5× slower at d = 2,048), then mirrored."""
     d = b.shape[0]
     for r in range(0, d, tile):
         for c in range(r, d, tile):
-            upper, lower = b[r:r + tile, c:c + tile], b[c:c + tile, r:r + tile]
-            avg = upper + lower.T
-            avg *= 0.5
-            upper[...] = avg
-            lower[...] = avg.T
+            upper = b[r:r + tile, c:c + tile]
+            upper += b[c:c + tile, r:r + tile].T.copy()  # a copy: on the diagonal the two overlap
+            upper *= 0.5
+    _mirror_upper(b, tile)
 
 
 def _key(i: int, j: int) -> tuple[int, int]:
