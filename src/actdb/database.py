@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from actdb.errors import InvalidInput
 from actdb.store import Store, VerifyReport
 
 if TYPE_CHECKING:
@@ -20,7 +23,11 @@ class Database(Store):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._attached: dict[str, Database] = {}
+        from actdb import attachments
+
+        self._attached: dict[str, Database] = {}  # opened attachments, by name
+        # the store's configured attachments (actdb.json), opened lazily on first use
+        self._attachments: dict[str, attachments.Attachment] = attachments.load(self.path)
 
     # ------------------------------------------------------------------ queries
     def reps(self, **filters: Any) -> Selection:
@@ -33,30 +40,119 @@ class Database(Store):
 
         return Selection.build(self, filters)
 
-    def attach(self, path_or_url: str, *, name: str, catalog_url: str | None = None) -> Database:
+    def attach(self, path_or_url: str | os.PathLike[str], *, name: str, catalog_url: str | None = None,
+               persist: bool = False) -> Database:
         """Mount another store read-only under ``name``: ``db.reps(store=name, ...)``
-        selects its reps, and they compare with local reps of the same texts."""
-        from actdb.errors import AlreadyExists
+        selects its reps, and they compare with local reps of the same texts.
+
+        By default the attachment lasts as long as this ``Database`` object. With
+        ``persist=True`` it becomes part of this store's configuration (``actdb.json``;
+        the same as ``actdb attach STORE PATH --name NAME``): every later ``actdb.open``,
+        CLI command and ``actdb serve`` of this store attaches it again. A relative path
+        is recorded relative to this store. Persisting needs the store open for writing.
+        """
+        from actdb import attachments
+        from actdb.errors import AlreadyExists, NotAStore, ReadOnly
         from actdb.store.parse import parse_name
 
         name = parse_name(name, "attached store")
-        if name == "local" or name in self._attached:
-            raise AlreadyExists(f"a store named {name!r} is already attached; choose another name")
-        other = Database(path_or_url, catalog_url=catalog_url, read_only=True)
+        if name == "local" or name in self._attached or name in self._attachments:
+            raise AlreadyExists(f"a store named {name!r} is already attached to {self.path}; choose another "
+                                f"name{' (or detach it first)' if name != 'local' else ''}")
+        if persist and self.read_only:
+            raise ReadOnly(f"{self.path} is open read-only: open it for writing to change its attachments")
+        text = os.fspath(path_or_url)
+        if "://" in text:
+            recorded, resolved = text, Path(text)
+        else:
+            resolved = Path(text).expanduser().resolve()
+            if resolved == self.path:
+                raise InvalidInput(f"cannot attach store {self.path} to itself")
+            recorded = attachments.recorded_path(self.path, resolved) if persist else str(resolved)
+            if not (resolved / attachments.MARKER).is_file():
+                raise NotAStore(f"cannot attach {text!r}: {resolved} is not an actdb store (no "
+                                f"{attachments.MARKER} in it); give the path of the other project's store")
+        other = Database(text if "://" in text else resolved, catalog_url=catalog_url, read_only=True)
+        att = attachments.Attachment(name, recorded, resolved, catalog_url, persisted=persist)
+        if persist:
+            attachments.save(self.path, att)
+        self._attachments[name] = att
         self._attached[name] = other
         return other
 
+    def detach(self, name: str) -> None:
+        """Unmount an attached store; when it is part of this store's configuration, remove it
+        there too (needs the store open for writing)."""
+        from actdb import attachments
+        from actdb.errors import NotFound, ReadOnly, close_matches
+
+        att = self._attachments.get(name)
+        if att is None:
+            raise NotFound(f"no attached store named {name!r} in {self.path}; "
+                           f"{close_matches(str(name), self._attachments)}")
+        if att.persisted:
+            if self.read_only:
+                raise ReadOnly(f"{self.path} is open read-only: open it for writing to change its attachments")
+            attachments.remove(self.path, name)
+        del self._attachments[name]
+        other = self._attached.pop(name, None)
+        if other is not None:
+            other.close()
+
+    def attachments(self) -> list[dict[str, Any]]:
+        """The attached stores: name, path as recorded, resolved path, whether it is persisted
+        in this store's configuration, and whether a store is there (``ok``)."""
+        return [{"name": a.name, "path": a.path, "resolved": str(a.resolved), "catalog_url": a.catalog_url,
+                 "persisted": a.persisted, "ok": a.exists} for a in self._attachments.values()]
+
     def store_handle(self, name: str = "local") -> Database:
-        """This store (``"local"``) or an attached one, by name."""
+        """This store (``"local"``) or an attached one, by name (opened read-only on first use)."""
         if name == "local":
             return self
-        try:
+        if name in self._attached:
             return self._attached[name]
-        except KeyError:
-            from actdb.errors import NotFound, close_matches
+        from actdb import attachments
+        from actdb.errors import NotAStore, NotFound, close_matches
 
-            raise NotFound(f"no attached store named {name!r}; {close_matches(name, self._attached)}. "
-                           "Attach it with db.attach(path, name=...)") from None
+        att = self._attachments.get(name)
+        if att is None:
+            raise NotFound(f"no attached store named {name!r}; {close_matches(name, self._attachments)}. "
+                           f"Attach it with `actdb attach {self.path} PATH --name {name}` "
+                           f"(Python: db.attach(path, name={name!r}))") from None
+        if not att.exists:
+            raise NotAStore(attachments.moved_message(self.path, att))
+        other = Database(att.path if "://" in att.path else att.resolved, catalog_url=att.catalog_url,
+                         read_only=True)
+        self._attached[name] = other
+        return other
+
+    def read_rep(self, rep: Any) -> Any:
+        """A lazy handle on a complete rep's array (row slices read only their chunks).
+
+        ``rep``: a rep id (int), a ``Rep`` as ``db.reps()`` yields it (also from an
+        attached store), or a ``RepInfo``. Row ``i`` of a token-level rep is row ``i`` of
+        its token table, in (example, position) order, padding dropped; row ``i`` of a
+        pooled rep (mean/first/last) is example ``i`` of the dataset.
+        """
+        import numbers
+
+        from actdb.store.records import RepInfo
+
+        if isinstance(rep, RepInfo):
+            return super().read_rep(rep)
+        rep_id = getattr(rep, "rep_id", None)
+        if rep_id is not None and isinstance(getattr(rep, "store", None), str):
+            return Store.read_rep(self.store_handle(rep.store), int(rep_id))
+        if isinstance(rep, numbers.Integral) and not isinstance(rep, bool):
+            return super().read_rep(int(rep))
+        raise InvalidInput(f"read_rep takes a rep id (int) or a rep from db.reps(), not {type(rep).__name__} "
+                           f"{rep!r:.60}")
+
+    def close(self) -> None:
+        for other in self._attached.values():
+            other.close()
+        self._attached.clear()
+        super().close()
 
     def session(self) -> Any:
         """``with db.session():`` holds one catalog connection across many writes

@@ -22,12 +22,19 @@ def _load_optional_commands() -> None:
     """Command groups whose modules may pull heavy imports register lazily here."""
     import importlib
 
-    for name in ("ingest_cmd", "query_cmds", "serve_cmd", "demo_cmd"):
+    for name in ("ingest_cmd", "query_cmds", "serve_cmd", "demo_cmd", "attach_cmds", "sites_cmd"):
         try:
             importlib.import_module(f"actdb.cli.{name}")
         except ModuleNotFoundError as exc:
             if exc.name != f"actdb.cli.{name}":
                 raise
+
+
+def _cli_message(exc: ActdbError) -> str:
+    """The error's message as a shell user should read it: errors whose fix names an
+    option (``reference='...'`` in Python) say the command-line flag instead."""
+    for_face = getattr(exc, "for_face", None)
+    return str(for_face("cli")) if callable(for_face) else str(exc)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -37,10 +44,10 @@ def main(argv: list[str] | None = None) -> None:
         # standalone mode: click reports usage errors itself (exit 2); ours arrive here
         app(args=argv, prog_name="actdb")
     except InvalidInput as exc:
-        print(f"actdb: error: {exc}", file=sys.stderr)
+        print(f"actdb: error: {_cli_message(exc)}", file=sys.stderr)
         sys.exit(2 if getattr(exc, "usage", False) else 1)
     except ActdbError as exc:
-        print(f"actdb: error: {exc}", file=sys.stderr)
+        print(f"actdb: error: {_cli_message(exc)}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
         print("actdb: interrupted", file=sys.stderr)

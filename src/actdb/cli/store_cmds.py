@@ -40,15 +40,24 @@ def init(store: StoreArg,
 
 @app.command()
 def ls(store: StoreArg,
-       what: Annotated[str, typer.Argument(help="models | checkpoints | datasets | reps | results")] = "reps",
+       what: Annotated[str, typer.Argument(help="models | checkpoints | datasets | reps | results | "
+                                            "stores")] = "reps",
        fmt: FormatOpt = Format.table, output: OutputOpt = None) -> None:
     """List what a store holds.
 
     Example: actdb ls ./mystore checkpoints --format csv
     """
-    if what not in LS_QUERIES:
-        raise usage_error(f"cannot list {what!r}; choose one of {', '.join(LS_QUERIES)}")
+    if what not in LS_QUERIES and what != "stores":
+        raise usage_error(f"cannot list {what!r}; choose one of {', '.join(LS_QUERIES)}, stores")
     db = open_store(store)
+    if what == "stores":  # attached stores (actdb attach), with whether each is still there
+        rows = [{"name": a["name"], "path": a["path"], "resolved": a["resolved"],
+                 "status": "ok" if a["ok"] else "missing"} for a in db.attachments()]
+        import pyarrow as pa
+
+        empty = pa.table({c: pa.array([], pa.string()) for c in ("name", "path", "resolved", "status")})
+        emit(rows or empty, fmt, output, title="attached stores")
+        return
     emit(db.sql(LS_QUERIES[what]), fmt, output, title=what)
     if what == "checkpoints" and fmt == Format.table:
         dups = db.duplicate_checkpoints()
