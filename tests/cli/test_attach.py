@@ -63,7 +63,7 @@ def test_cli_attach_persists_for_every_face(stores, tmp_path):
     assert len(rows) == 1 and rows[0]["store_b"] == "teamb" and rows[0]["model_b"] == "other"
     q = _query_data()
     want = linear_cka(q.make_values(0)[("final", 1)].astype(np.float64),
-                                           q.make_values(5)[("final", 1)].astype(np.float64))
+                      q.make_values(5)[("final", 1)].astype(np.float64))
     assert rows[0]["value"] == pytest.approx(want, rel=1e-9)
     # ls stores
     out = run("ls", str(mine), "stores", "-f", "json")

@@ -31,6 +31,21 @@ TABLE_COLUMNS = ["measure", "value", "n", "model_a", "checkpoint_a", "site_a", "
                  "cached"]
 
 
+def with_objective(shown: Any, full: Any) -> Any:
+    """Add an ``objective`` column (what a stitching value measures, from its parameters)
+    to the table shown when any row is a stitching value."""
+    import json
+
+    import pyarrow as pa
+
+    measures = full.column("measure").to_pylist()
+    if "stitching" not in measures or "params" not in full.column_names:
+        return shown
+    objective = [json.loads(p).get("objective") if m == "stitching" and p else None
+                 for m, p in zip(measures, full.column("params").to_pylist())]
+    return shown.add_column(2, "objective", pa.array(objective, pa.string()))
+
+
 class PlotKind(str, Enum):
     heatmap = "heatmap"
     trajectory = "trajectory"
@@ -52,7 +67,8 @@ def _selection(db: Any, text: str | None, option: str) -> Any:
 
 
 def _plan(db: Any, a: Any, b: Any, measures: list[str] | None, pairs: str, subset: str | None,
-          align: str | None, params: list[str] | None, stderr: bool = False) -> Any:
+          align: str | None, params: list[str] | None, stderr: bool = False, reference: str | None = None,
+          include_reference: bool = False) -> Any:
     """A comparison plan; ``a``/``b`` are filter strings or already-built selections."""
     from actdb.api._params import parse_measure_params, parse_param_option
 
@@ -63,7 +79,8 @@ def _plan(db: Any, a: Any, b: Any, measures: list[str] | None, pairs: str, subse
         raise usage_error(str(exc)) from None
     sel_a = a if not isinstance(a, str) else _selection(db, a, "--a")
     sel_b = b if b is None or not isinstance(b, str) else _selection(db, b, "--b")
-    return sel_a.compare(sel_b, measure=chosen, pairs=pairs, subset=subset, align=align, stderr=stderr, **given)
+    return sel_a.compare(sel_b, measure=chosen, pairs=pairs, subset=subset, align=align, stderr=stderr,
+                         reference=reference, include_reference=include_reference, **given)
 
 
 def _compute(plan: Any) -> Any:
@@ -81,6 +98,9 @@ def _compute(plan: Any) -> Any:
 def compare(store: StoreArg, a: AOpt = "", b: BOpt = None, measure: MeasureOpt = None,
             pairs: Annotated[str, typer.Option(help="all | same_layer | zip | consecutive | "
                                                "to_reference[:NAME]")] = "all",
+            reference: Annotated[Optional[str], typer.Option(
+                "--reference", help="to_reference: the checkpoint every other one is compared to (default: "
+                "the model's checkpoint named final, else its highest step).")] = None,
             subset: SubsetOpt = None, align: AlignOpt = None, param: ParamOpt = None,
             fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
             output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to FILE.")] = None,
@@ -93,14 +113,15 @@ def compare(store: StoreArg, a: AOpt = "", b: BOpt = None, measure: MeasureOpt =
     Example: actdb compare ./mystore --measure linear_cka --a 'model=pythia-70m,checkpoint=step*' --b 'checkpoint=final' --pairs same_layer
     """
     db = open_store(store, read_only=explain)
-    plan = _plan(db, a, b, measure, pairs, subset, align, param, stderr)
+    plan = _plan(db, a, b, measure, pairs, subset, align, param, stderr, reference)
     if explain:
         typer.echo(plan.explain(show=False))
         return
     result = _compute(plan)
     table = result.to_arrow()
     if fmt == Format.table and table.num_rows:  # a readable subset; csv/json/parquet carry every column
-        table = table.select(TABLE_COLUMNS[:2] + (["stderr"] if stderr else []) + TABLE_COLUMNS[2:])
+        table = with_objective(table.select(TABLE_COLUMNS[:2] + (["stderr"] if stderr else []) + TABLE_COLUMNS[2:]),
+                               table)
     emit(table, fmt, output, title=f"{', '.join(plan.measures)} ({len(result)} values)")
 
 
@@ -111,8 +132,9 @@ def plot(store: StoreArg,
          output: Annotated[Path, typer.Option("--output", "-o", help="Image file: .png or .svg.")],
          a: AOpt = "", b: BOpt = None,
          measure: Annotated[str, typer.Option("--measure", "-m", help="Measure name.")] = "linear_cka",
-         reference: Annotated[str, typer.Option(help="trajectory: the checkpoint every other one is "
-                                                "compared to.")] = "final",
+         reference: Annotated[Optional[str], typer.Option(
+             help="trajectory: the checkpoint every other one is compared to (default: the model's "
+             "checkpoint named final, else its highest step); drawn at its own step.")] = None,
          subset: SubsetOpt = None, align: AlignOpt = None, param: ParamOpt = None,
          title: Annotated[Optional[str], typer.Option(help="Figure title (default: measure and n).")] = None) -> None:
     """Plot a comparison as PNG or SVG: heatmap, trajectory or grid.
@@ -130,7 +152,8 @@ def plot(store: StoreArg,
     elif kind == PlotKind.trajectory:
         if b is not None:
             raise usage_error("trajectory compares each checkpoint of --a to --reference; --b is not used")
-        plan = _plan(db, a, None, [measure], f"to_reference:{reference}", subset, align, param)
+        plan = _plan(db, a, None, [measure], "to_reference", subset, align, param, reference=reference,
+                     include_reference=True)
         fig = plots.trajectory(_compute(plan).rows, measure=measure, title=title)
     else:
         sel_a = _selection(db, a, "--a")

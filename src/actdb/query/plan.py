@@ -75,7 +75,8 @@ def row_space(a: Rep, b: Rep, subset: str | None, align: str | None) -> RowSpace
     return RowSpace(a.dataset_hash, "examples", subset, None)
 
 
-def _pairs(a: list[Rep], b: list[Rep] | None, mode: str, reference: str | None) -> list[tuple[Rep, Rep]]:
+def _pairs(a: list[Rep], b: list[Rep] | None, mode: str, reference: str | None,
+           include_reference: bool = False) -> list[tuple[Rep, Rep]]:
     other = a if b is None else b
     if mode == "all":
         return [(x, y) for x in a for y in other]
@@ -100,16 +101,72 @@ def _pairs(a: list[Rep], b: list[Rep] | None, mode: str, reference: str | None) 
             out += list(zip(reps, reps[1:]))
         return out
     if mode == "to_reference":
-        ref_name = reference or "final"
-        refs = {(r.store, r.model, r.dataset, r.site, r.pooling, r.tokenizer): r
-                for r in other if r.checkpoint == ref_name}
-        if not refs:
-            raise InvalidInput(f"pairs='to_reference' found no reps at reference checkpoint {ref_name!r}; "
-                               "name it with reference='...' or pairs='to_reference:NAME'")
-        return [(r, refs[k]) for r in a
-                if (k := (r.store, r.model, r.dataset, r.site, r.pooling, r.tokenizer)) in refs
-                and r.checkpoint != ref_name]
+        return _reference_pairs(a, other, reference, include_reference)
     raise InvalidInput(f"pairs={mode!r} is not a pairing mode; choose one of {', '.join(PAIR_MODES)}")
+
+
+class NeedsOption(InvalidInput):
+    """An InvalidInput whose fix is an option, worded per face: ``str(exc)`` names the
+    Python keyword; :meth:`for_face` (``"cli"``, ``"http"``) the flag or JSON field."""
+
+    def __init__(self, template: str, fixes: dict[str, str]):
+        self.template, self.fixes = template, fixes
+        super().__init__(template.format(fix=fixes["python"]))
+
+    def for_face(self, face: str) -> str:
+        return self.template.format(fix=self.fixes.get(face, self.fixes["python"]))
+
+
+REFERENCE_FIXES = {"python": "reference='NAME' (or pairs='to_reference:NAME')",
+                   "cli": "--reference NAME (actdb plot) or --pairs to_reference:NAME (actdb compare)",
+                   "http": "reference=NAME (plots) or \"pairs\": \"to_reference:NAME\" (compare)"}
+
+
+def default_reference(reps: list[Rep]) -> dict[tuple[str, str], str]:
+    """The reference checkpoint of each (store, model) among ``reps``: the checkpoint named
+    ``final`` when there is one, else the one with the highest step."""
+    out: dict[tuple[str, str], str] = {}
+    best: dict[tuple[str, str], tuple[int, str]] = {}
+    for r in reps:
+        key = (r.store, r.model)
+        if r.checkpoint == "final":
+            out[key] = "final"
+        elif r.step is not None and (key not in best or (r.step, r.checkpoint) > best[key]):
+            best[key] = (r.step, r.checkpoint)
+    for key, (_, name) in best.items():
+        out.setdefault(key, name)
+    return out
+
+
+def _reference_pairs(a: list[Rep], other: list[Rep], reference: str | None,
+                     include_self: bool = False) -> list[tuple[Rep, Rep]]:
+    """Each rep of ``a`` against the same (model, dataset, site, pooling, tokenizer) at the
+    reference checkpoint (named, or by default ``final``, else the model's highest step);
+    with ``include_self`` also each reference against itself (its point on a trajectory)."""
+    if reference is not None:
+        names = {(r.store, r.model): reference for r in other}
+    else:
+        names = default_reference(other)
+        if not names:
+            shown = sorted({r.checkpoint for r in other})[:8]
+            raise NeedsOption("pairs='to_reference' has no default reference checkpoint: no checkpoint is named "
+                              f"'final' and none has a step number (checkpoints: {shown}); name one with {{fix}}",
+                              REFERENCE_FIXES)
+    refs = {(r.store, r.model, r.dataset, r.site, r.pooling, r.tokenizer): r
+            for r in other if r.checkpoint == names.get((r.store, r.model))}
+    if not refs:
+        known = sorted({r.checkpoint for r in other})
+        from actdb.errors import close_matches
+
+        shown = reference if reference is not None else "/".join(sorted(set(names.values())))
+        raise NeedsOption(f"pairs='to_reference' found no reps at reference checkpoint {shown!r} "
+                          f"({close_matches(str(shown), known)}); name another with {{fix}}", REFERENCE_FIXES)
+    out = []
+    for r in a:
+        ref = refs.get((r.store, r.model, r.dataset, r.site, r.pooling, r.tokenizer))
+        if ref is not None and (r.checkpoint != ref.checkpoint or include_self):
+            out.append((r, ref))
+    return out
 
 
 @dataclass(frozen=True)
@@ -149,12 +206,13 @@ class Comparison:
     align: str | None = None
     params: tuple[tuple[str, Any], ...] = ()
     stderr: bool = False
+    include_reference: bool = False
     _db: Any = field(default=None, repr=False, compare=False, hash=False)
 
     @classmethod
     def build(cls, a: Selection, b: Selection | None, *, measures: tuple[str, ...], pairs: str,
               subset: str | None, align: str | None, reference: str | None, params: dict[str, Any],
-              stderr: bool = False) -> Comparison:
+              stderr: bool = False, include_reference: bool = False) -> Comparison:
         if not measures:
             raise InvalidInput("give at least one measure")
         specs = [get_measure(m) for m in measures]
@@ -181,13 +239,16 @@ class Comparison:
             from actdb.query.rows import normalize_subset
 
             subset = normalize_subset(subset)
+        if not isinstance(include_reference, bool):
+            raise InvalidInput(f"include_reference must be True or False, not {include_reference!r}")
         return cls(a, b, tuple(measures), pairs, reference, subset, align, tuple(sorted(params.items())), stderr,
-                   a.db)
+                   include_reference, a.db)
 
     # ------------------------------------------------------------------ planning
     def pair_list(self) -> list[tuple[Rep, Rep]]:
         """The (a, b) rep pairs this plan compares (catalog only)."""
-        return _pairs(self.a.resolve(), None if self.b is None else self.b.resolve(), self.pairs, self.reference)
+        return _pairs(self.a.resolve(), None if self.b is None else self.b.resolve(), self.pairs, self.reference,
+                      self.include_reference)
 
     def tasks(self) -> list[Task]:
         out = []
@@ -196,7 +257,10 @@ class Comparison:
             for name in self.measures:
                 spec = get_measure(name)
                 given = {k: v for k, v in self.params if k in spec.params}
-                out.append(Task(x, y, name, tuple(sorted(spec.resolve_params(given).items())), space))
+                resolved = spec.resolve_params(given)
+                if name == "stitching":  # the parameters that run (objective resolved), as reported
+                    resolved = _stitching.task_params(given, y)
+                out.append(Task(x, y, name, tuple(sorted(resolved.items())), space))
         return out
 
     def explain(self, *, show: bool = True) -> str:
@@ -212,7 +276,8 @@ class Comparison:
             reps[t.b.key] = t.b
         lines = [f"Comparison: {len(self.pair_list())} pairs x {len(self.measures)} measure(s) "
                  f"({', '.join(self.measures)}), pairs={self.pairs}"
-                 + (f", reference={self.reference or 'final'}" if self.pairs == "to_reference" else "")
+                 + (f", reference={self.reference or 'final, else the highest step'}"
+                    if self.pairs == "to_reference" else "")
                  + (f", subset={self.subset!r}" if self.subset else "") + (f", align={self.align}" if self.align else "")
                  + (", stderr (jackknife)" if self.stderr else ""),
                  f"  cached: {len(tasks) - len(todo)} of {len(tasks)} values"]

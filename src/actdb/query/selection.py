@@ -135,12 +135,16 @@ class Selection:
 
     def compare(self, other: Selection | None = None, *, measure: str | list[str] | tuple[str, ...] = "linear_cka",
                 pairs: str = "all", subset: str | None = None, align: str | None = None,
-                reference: str | None = None, stderr: bool = False, **params: Any) -> Comparison:
+                reference: str | None = None, stderr: bool = False, include_reference: bool = False,
+                **params: Any) -> Comparison:
         """A lazy comparison plan between this selection and ``other`` (or itself).
 
         ``pairs``: ``all`` (cross product), ``same_layer``, ``zip``, ``consecutive``
         (checkpoint t vs t+1 of the same model and site), ``to_reference`` (each
-        checkpoint vs ``reference``, default ``final``; also ``"to_reference:NAME"``).
+        checkpoint vs ``reference``; also ``"to_reference:NAME"``). The default reference of
+        each model is its checkpoint named ``final`` when it has one, else its checkpoint
+        with the highest step. ``include_reference=True`` adds each reference compared with
+        itself (its own point on a trajectory: 1 for a similarity, 0 for a distance).
         ``measure``: one name or several (they share one pass over the data).
         ``subset``: a SQL predicate over token/example columns; ``align``:
         ``example:mean|first|last`` or ``word`` for reps with different tokenizers.
@@ -154,4 +158,5 @@ class Selection:
             raise InvalidInput(f"compare() takes another Selection, not {type(other).__name__}")
         measures = (measure,) if isinstance(measure, str) else tuple(measure)
         return Comparison.build(self, other, measures=measures, pairs=pairs, subset=subset, align=align,
-                                reference=reference, params=params, stderr=stderr)
+                                reference=reference, params=params, stderr=stderr,
+                                include_reference=include_reference)
