@@ -162,16 +162,27 @@ def _quiet_transformers() -> Iterator[None]:
             tlog.enable_progress_bar()
 
 
+def head_of_architecture(architecture: str | None) -> Literal["causal", "masked", "none"]:
+    """The head a model of this architecture class name loads with: ``causal``
+    (``*ForCausalLM``/``*LMHeadModel``), ``masked`` (``*ForMaskedLM``/``*ForPreTraining``)
+    or ``none`` (a bare model such as ``BertModel``)."""
+    arch = architecture or ""
+    if arch.endswith(("ForCausalLM", "LMHeadModel")):
+        return "causal"
+    if arch.endswith(("ForMaskedLM", "ForPreTraining")):
+        return "masked"
+    return "none"
+
+
 def _head_of(config: Any, head: Head) -> Literal["causal", "masked", "none"]:
     if head != "auto":
         if head not in ("causal", "masked", "none"):
             raise InvalidInput(f"head {head!r} is not one of auto, causal, masked, none")
         return head
     for arch in getattr(config, "architectures", None) or []:
-        if arch.endswith(("ForCausalLM", "LMHeadModel")):
-            return "causal"
-        if arch.endswith("ForMaskedLM") or arch.endswith("ForPreTraining"):
-            return "masked"
+        found = head_of_architecture(arch)
+        if found != "none":
+            return found
     return "none"
 
 

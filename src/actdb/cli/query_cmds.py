@@ -15,7 +15,11 @@ from actdb.errors import InvalidInput
 
 StoreArg = Annotated[Path, typer.Argument(help="Path of the store directory.")]
 MeasureOpt = Annotated[Optional[list[str]], typer.Option("--measure", "-m", help="Measure name; repeat for several "
-                                                          "(they share one pass). Default: linear_cka.")]
+                                                          "(they share one pass). Default: linear_cka. Measures: "
+                                                          "linear_cka, debiased_cka, rbf_cka, mean_cca, svcca, pwcca, "
+                                                          "procrustes, linear_regression, gulp, rsa, knn_overlap, "
+                                                          "stitching (runs model B on A's mapped hidden.i: "
+                                                          "B's loss penalty; see the README's Measures).")]
 AOpt = Annotated[str, typer.Option("--a", help="Selection A, e.g. 'model=x,checkpoint=step*,site=hidden.*'. "
                                    "Values: globs, a|b lists, a:b ranges for layer/step.")]
 BOpt = Annotated[Optional[str], typer.Option("--b", help="Selection B (default: A itself).")]

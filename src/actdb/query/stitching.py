@@ -13,8 +13,12 @@ cross-entropy for causal LMs; for masked-LM encoders the MLM loss on determinist
 masked inputs, A's side then re-run on the masked inputs); for a model without a head
 (a sentence encoder such as all-MiniLM-L6-v2) it is output agreement: the mean squared
 error between B's final hidden states with and without the stitch (the value), and the
-mean cosine between them (in ``extra``). The stored value is the **penalty**
-``stitched − own`` (nats per token, or MSE); both losses go in ``extra``. A→B and B→A
+mean cosine between them (in ``extra``). Which of the three ran is the parameter
+``objective`` (``next_token`` | ``masked_lm`` | ``output_mse``; ``auto`` resolves it from
+B's architecture when the plan is built), so it is in every result's ``params``. The
+stored value is the **penalty** ``stitched − own`` (nats per token, or MSE); both losses go
+in ``extra``. ``ridge`` is relative (× the mean eigenvalue of A's centred XᵀX); ``extra``
+also reports the absolute penalty it became (``map.ridge_absolute``). A→B and B→A
 are separate pairs: stitching is not symmetric, and the asymmetry is the point.
 
 Held-out examples: those whose ``split`` is ``test``/``eval``/``validation``/``heldout``
@@ -42,7 +46,49 @@ if TYPE_CHECKING:
 
 HELD_OUT_SPLITS = ("test", "eval", "validation", "valid", "heldout", "held-out")
 PARAMS = {"ridge": 1e-4, "train_steps": 0, "lr": 1e-3, "holdout": 0.25, "max_eval_examples": 128,
-          "batch_size": 16, "mask_rate": 0.15, "seed": 0}
+          "batch_size": 16, "mask_rate": 0.15, "seed": 0, "objective": "auto"}
+# objective -> the head of model B it needs (models.head_of_architecture)
+OBJECTIVES = {"next_token": "causal", "masked_lm": "masked", "output_mse": "none"}
+OBJECTIVE_OF_HEAD = {head: name for name, head in OBJECTIVES.items()}
+OBJECTIVE_TEXT = {"next_token": "next-token loss (nats/token)", "masked_lm": "masked-LM loss (nats/token)",
+                  "output_mse": "output MSE (B's final hidden states with vs without the stitch)"}
+
+
+def task_params(given: dict[str, Any], b: Rep) -> dict[str, Any]:
+    """The parameters one stitching task runs with, as reported with its value (and keyed
+    in the cache): ``objective`` resolved from B's architecture when ``"auto"``
+    (``next_token`` for a causal LM, ``masked_lm`` for a masked-LM checkpoint with its
+    head, ``output_mse`` for a bare encoder); ``mask_rate`` only for ``masked_lm``;
+    ``lr`` only when ``train_steps > 0``; ``seed`` only where something is random
+    (masking, refinement batches). A parameter given that does not apply is an error."""
+    from actdb.models import head_of_architecture
+
+    params = {**PARAMS, **given}
+    objective = params["objective"]
+    if objective == "auto":
+        head = head_of_architecture(b.architecture)
+        objective = OBJECTIVE_OF_HEAD[head] if b.architecture else "auto"
+    elif objective not in OBJECTIVES:
+        raise InvalidInput(f"stitching objective {objective!r} is not one of auto, {', '.join(OBJECTIVES)}")
+    params["objective"] = objective
+    steps = params["train_steps"]
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
+        raise InvalidInput(f"stitching train_steps={steps!r} must be a whole number >= 0")
+    unused = []
+    if objective not in ("masked_lm", "auto"):
+        unused.append("mask_rate")
+    if steps == 0:
+        unused.append("lr")
+    if steps == 0 and objective not in ("masked_lm", "auto"):
+        unused.append("seed")
+    for name in unused:
+        if name in given:
+            why = "train_steps > 0" if name == "lr" else "the masked_lm objective" if name == "mask_rate" \
+                else "train_steps > 0 or the masked_lm objective"
+            raise InvalidInput(f"stitching parameter {name}={given[name]!r} does not apply to {b.label()} "
+                               f"(objective {objective}, train_steps={steps}): it is used only with {why}")
+        params.pop(name)
+    return params
 
 
 def stitching(X: Any, Y: Any, **params: Any) -> float:
@@ -153,6 +199,7 @@ def stitch(db: Database, a: Rep, b: Rep, params: dict[str, Any], models: _Models
     from actdb.query.rows import Source, rep_array
 
     models = models or _Models()
+    params = {**PARAMS, **params}
     i, j = _layer(a), _layer(b)
     if a.pooling != "token" or b.pooling != "token":
         raise InvalidInput(f"stitching works on token-level reps; {a.label()} / {b.label()} are pooled")
@@ -179,6 +226,8 @@ def stitch(db: Database, a: Rep, b: Rep, params: dict[str, Any], models: _Models
         if len(xa):
             m.update([xa, xb])
     pm = m.pair(0, 1)
+    # ``ridge`` is relative: the absolute penalty is ridge x the mean eigenvalue of A's
+    # centred X'X (its trace / d), so the same value suits any scale and row count
     ridge = float(params["ridge"]) * max(float(np.trace(pm.sxx)) / a.dim, 1e-12)
     W = np.linalg.solve(pm.sxx + ridge * np.eye(a.dim), pm.sxy)
     bias = pm.mean_y - pm.mean_x @ W
@@ -192,6 +241,11 @@ def stitch(db: Database, a: Rep, b: Rep, params: dict[str, Any], models: _Models
     for p in loaded.model.parameters():
         p.requires_grad_(False)
     head = loaded.head
+    objective = params["objective"] if params["objective"] != "auto" else OBJECTIVE_OF_HEAD[head]
+    if OBJECTIVES[objective] != head:
+        raise InvalidInput(f"stitching objective {objective!r} needs {b.label()} loaded with a "
+                           f"{OBJECTIVES[objective]} head, but its checkpoint loads as {head!r}, whose objective "
+                           f"is {OBJECTIVE_OF_HEAD[head]!r}; pass objective='auto' (or leave it out)")
     loaded_a = models.get(_source(db, a, models)) if head == "masked" else None
     # 2. optional refinement of the map on B's own objective (B frozen)
     steps = int(params["train_steps"])
@@ -270,11 +324,12 @@ def stitch(db: Database, a: Rep, b: Rep, params: dict[str, Any], models: _Models
     own_loss = own_sum / count
     st_loss = st_sum / count
     extra: dict[str, Any] = {
-        "stitched_loss": st_loss, "own_loss": own_loss, "objective": {"causal": "next-token loss (nats/token)",
-                                                                      "masked": "masked-LM loss (nats/token)",
-                                                                      "none": "output MSE"}[head],
+        "stitched_loss": st_loss, "own_loss": own_loss, "objective": objective,
+        "objective_text": OBJECTIVE_TEXT[objective],
         "eval_split": split_text, "n_eval_examples": int(len(eval_ex)), "n_fit_rows": int(len(fit_rows)),
-        "from_site": a.site, "to_site": b.site, "map": {"ridge": ridge, "train_steps": steps},
+        "from_site": a.site, "to_site": b.site,
+        # ridge as given (relative) and the absolute penalty it became: ridge * trace(X'X) / d_A
+        "map": {"ridge": float(params["ridge"]), "ridge_absolute": ridge, "train_steps": steps},
     }
     if head == "none":
         extra["mean_cosine"] = cos_sum / count
