@@ -52,8 +52,11 @@ def pg_url(pg_server: str) -> Iterator[str]:
     try:
         yield f"{pg_server}?options=-csearch_path%3D{schema}"
     finally:
+        from actdb.store.reader import reader_role
+
         with engine.begin() as conn:
             conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+            conn.exec_driver_sql(f'DROP ROLE IF EXISTS "{reader_role(schema)}"')  # SQL's reader role
         engine.dispose()
 
 

@@ -38,7 +38,11 @@ def usage_error(message: str) -> InvalidInput:
     return exc
 
 
-def open_store(store: Path, *, read_only: bool = True, catalog: str | None = None) -> actdb.Database:
+def open_store(store: Path, *, read_only: bool = True, catalog: str | None = None,
+               create: bool = True) -> actdb.Database:
+    """Open STORE; ``create=False``: an error instead of a new store where there is none."""
+    if not create:
+        return actdb.Database(str(store), catalog_url=catalog, read_only=read_only, create=False)
     return actdb.open(str(store), catalog_url=catalog, read_only=read_only)
 
 
@@ -64,6 +68,9 @@ def emit(rows: pa.Table | list[dict[str, Any]], fmt: Format = Format.table, outp
     if fmt == Format.csv:
         import pyarrow.csv as pcsv
 
+        from actdb.query.sqllimits import csv_compatible
+
+        table = csv_compatible(table)  # list/map/struct columns as JSON text
         sink = output.open("wb") if output else sys.stdout.buffer
         pcsv.write_csv(table, sink)
         if output:
@@ -77,14 +84,15 @@ def emit(rows: pa.Table | list[dict[str, Any]], fmt: Format = Format.table, outp
         return
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     console = Console(file=output.open("w") if output else None,
                       width=None if (output is None and sys.stdout.isatty()) else 200)
-    t = Table(title=title, show_lines=False)
+    t = Table(title=None if title is None else Text(title), show_lines=False)
     for name in table.column_names:
-        t.add_column(name, overflow="fold")
+        t.add_column(Text(name), overflow="fold")
     for row in table.to_pylist():
-        t.add_row(*[_cell(v) for v in row.values()])
+        t.add_row(*[Text(_cell(v)) for v in row.values()])  # Text: values are never read as markup
     console.print(t)
     if not table.num_rows:
         console.print("(no rows)")
@@ -95,4 +103,9 @@ def _cell(value: Any) -> str:
         return ""
     if isinstance(value, float):
         return f"{value:.6g}"
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        data = bytes(value)
+        return f"<{len(data):,} bytes: {data[:16].hex()}{'…' if len(data) > 16 else ''}>"
+    if isinstance(value, (list, tuple, dict)):
+        return json.dumps(value, default=str)
     return str(value)

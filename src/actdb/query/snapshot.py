@@ -17,7 +17,9 @@ The first query after a change reads the file directly (no copy: a writer that q
 after each write never pays for one); the second query that finds the same state builds
 the copy, and later ones use it. The copy is an in-memory DuckDB with file and network
 access disabled and its configuration locked, exactly like the direct connection.
-Catalogs larger than :data:`MAX_BYTES` are never copied.
+Catalogs larger than :data:`MAX_BYTES` are never copied. A copy carries the memory and
+thread limits it was made with (DuckDB settings are per database, and locked), so queries
+with other limits use their own copy.
 """
 
 from __future__ import annotations
@@ -67,19 +69,26 @@ class SnapshotCache:
     def __init__(self, max_snapshots: int = MAX_SNAPSHOTS):
         self.max_snapshots = max_snapshots
         self._lock = threading.Lock()
-        self._seen: dict[tuple[int, str], State] = {}
-        self._snapshots: OrderedDict[tuple[int, str], tuple[State, Any]] = OrderedDict()
+        self._seen: dict[tuple[Any, ...], State] = {}
+        self._snapshots: OrderedDict[tuple[Any, ...], tuple[State, Any]] = OrderedDict()
         self.builds = 0  # copies made (tests and benchmarks read it)
 
-    def cursor(self, path: str, attach: Any) -> Any | None:
+    def cursor(self, path: str, attach: Any, settings: dict[str, Any] | None = None) -> Any | None:
         """A connection to an up-to-date in-memory copy of ``path``, or None when the
         caller should read the file itself (first sight of this state, too large,
         unreadable). ``attach(con, path)`` attaches the file read-only as ``src`` on a
-        fresh in-memory connection (the caller's busy-retry logic)."""
+        fresh in-memory connection (the caller's busy-retry logic). ``settings``: DuckDB
+        settings of the copy (``memory_limit``, ``threads``; default: the default query
+        limits), set before it is locked."""
         state = file_state(path)
         if state is None or _size(state) > MAX_BYTES:
             return None
-        key = (os.getpid(), path)  # a forked child must not use its parent's DuckDB instance
+        if settings is None:  # the default limits of a query
+            from actdb.query.sqllimits import DEFAULT_MEMORY_LIMIT, DEFAULT_THREADS
+
+            settings = {"memory_limit": DEFAULT_MEMORY_LIMIT, "threads": DEFAULT_THREADS}
+        frozen = tuple(sorted(settings.items()))
+        key = (os.getpid(), path, frozen)  # a forked child must not use its parent's DuckDB instance
         with self._lock:
             held = self._snapshots.get(key)
             if held is not None and held[0] == state:
@@ -91,7 +100,7 @@ class SnapshotCache:
                 self._seen[key] = state
                 return None
             try:
-                con = _copy(path, attach)
+                con = _copy(path, attach, dict(frozen))
             except _CopyFailed:  # a copy is only a shortcut: read the file instead
                 return None
             self.builds += 1
@@ -107,7 +116,7 @@ class SnapshotCache:
             self._snapshots.clear()
 
 
-def _copy(path: str, attach: Any) -> Any:
+def _copy(path: str, attach: Any, settings: dict[str, Any] | None = None) -> Any:
     """A locked in-memory DuckDB holding every table and view of the catalog file."""
     import duckdb
 
@@ -124,6 +133,8 @@ def _copy(path: str, attach: Any) -> Any:
             "AND NOT internal AND NOT temporary ORDER BY view_name").fetchall()]
         con.execute("DETACH src")
         _create_views(con, views)
+        for name, value in (settings or {}).items():
+            con.execute(f"SET {name} = '{str(value)}'")  # values from Limits.parse: sizes and integers
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
     except duckdb.Error as exc:
