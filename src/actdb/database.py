@@ -173,17 +173,25 @@ class Database(Store):
         migrate.upgrade(self.catalog.engine)
         return migrate.head_revision()
 
-    def sql(self, query: str, *, max_rows: int | None = 1_000_000, timeout: float | None = None) -> Any:
+    def sql(self, query: str, *, max_rows: int | None = 1_000_000, timeout: float | None = 60.0,
+            max_bytes: int | None = 512 * 2**20, memory_limit: str | None = "1GB",
+            threads: int | None = None) -> Any:
         """Run one read-only SELECT over the catalog views; returns a pyarrow Table.
 
         Views: models, checkpoints, datasets, examples, tokens, reps, results,
-        dissimilarities. No writes, no file or network access. ``dissim(measure, rep_a,
+        dissimilarities, and CTEs of the query; the functions a BI query needs (the list:
+        docs/interfaces.md). No writes, no file or network access. ``dissim(measure, rep_a,
         rep_b)`` computes (and caches) a measure inside the query; all the calls of one
-        statement are batched into one plan.
+        statement are batched into one plan. Limits (``None`` lifts one): ``timeout``
+        seconds (the query is interrupted), ``max_rows`` / ``max_bytes`` of result,
+        ``memory_limit`` of engine memory, ``threads`` engine threads (default: up to 4).
         """
         from actdb.query.sql import sql_with_dissim
+        from actdb.query.sqllimits import DEFAULT_THREADS, Limits
 
-        return sql_with_dissim(self, query, max_rows=max_rows, timeout=timeout)
+        limits = Limits.parse(max_rows=max_rows, timeout=timeout, max_bytes=max_bytes, memory_limit=memory_limit,
+                              threads=DEFAULT_THREADS if threads is None else threads)
+        return sql_with_dissim(self, query, limits=limits)
 
     def ingest(self, model: Any, dataset: Any, **kwargs: Any) -> Any:
         """Run a transformers model over a dataset; see :func:`actdb.ingest.run`."""

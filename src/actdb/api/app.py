@@ -88,9 +88,11 @@ def table_response(table: pa.Table, fmt: str, *, headers: dict[str, str] | None 
     if fmt == "csv":
         import pyarrow.csv as pcsv
 
+        from actdb.query.sqllimits import csv_compatible
+
         buf = io.BytesIO()
         if table.num_columns:
-            pcsv.write_csv(table, buf)
+            pcsv.write_csv(csv_compatible(table), buf)  # list/map/struct columns as JSON text
         return Response(buf.getvalue(), media_type=f"{CSV}; charset=utf-8", headers=headers)
     sink = io.BytesIO()
     with pa.ipc.new_stream(sink, table.schema) as writer:
@@ -128,7 +130,8 @@ def _tabular(*, json_model: type[Any] | None = None, arrow: bool = False) -> dic
 
 
 def create_app(store: str | Path | actdb.Database, *, api_key: str | None = None, read_only: bool = False,
-               sql_max_rows: int = 10_000, sql_timeout: float = 10.0, compare_max_values: int = 20_000,
+               sql_max_rows: int = 10_000, sql_timeout: float = 10.0, sql_max_bytes: int = 64 * 2**20,
+               sql_memory_limit: str = "1GB", compare_max_values: int = 20_000,
                results_max_limit: int = 10_000) -> FastAPI:
     """The actdb HTTP API over one store.
 
@@ -136,7 +139,8 @@ def create_app(store: str | Path | actdb.Database, *, api_key: str | None = None
     ``api_key``: when set, every route but ``/healthz`` needs header ``X-API-Key: KEY``.
     ``read_only``: open the store read-only (comparisons still compute, but nothing is cached).
     ``sql_max_rows`` / ``sql_timeout``: the ceilings of ``POST /v1/sql`` (a request may ask
-    for less). ``compare_max_values``: the most (pair, measure) values one compare request
+    for less); ``sql_max_bytes`` / ``sql_memory_limit``: the result size and engine memory
+    one SQL request may use. ``compare_max_values``: the most (pair, measure) values one compare request
     may ask for.
     """
     if isinstance(store, actdb.Database):
@@ -317,7 +321,8 @@ def create_app(store: str | Path | actdb.Database, *, api_key: str | None = None
         """
         max_rows = min(body.max_rows or sql_max_rows, sql_max_rows)
         timeout = min(body.timeout or sql_timeout, sql_timeout)
-        table = gate.exclusive(lambda store: store.sql(body.query, max_rows=max_rows, timeout=timeout))
+        table = gate.exclusive(lambda store: store.sql(body.query, max_rows=max_rows, timeout=timeout,
+                                                       max_bytes=sql_max_bytes, memory_limit=sql_memory_limit))
         if wants(request) == "csv":
             return table_response(table, "csv")
         return json_response({"columns": table.column_names, "rows": table.to_pylist()})

@@ -69,14 +69,20 @@ def ls(store: StoreArg,
 def sql(store: StoreArg, query: Annotated[str, typer.Argument(help="One SELECT statement.")],
         fmt: FormatOpt = Format.table, output: OutputOpt = None,
         max_rows: Annotated[int, typer.Option(help="Fail if the result has more rows.")] = 1_000_000,
-        timeout: Annotated[Optional[float], typer.Option(help="Stop the query after SECONDS.")] = None) -> None:
+        timeout: Annotated[float, typer.Option(help="Stop the query after SECONDS (0: no limit).")] = 60.0,
+        memory_limit: Annotated[str, typer.Option(help="Engine memory a query may use, e.g. 1GB.")] = "1GB",
+        read_only: Annotated[bool, typer.Option("--read-only", help="Open the store read-only: values that "
+                                                "dissim() computes are not cached.")] = False) -> None:
     """Run read-only SQL over the catalog views (models, checkpoints, datasets, examples,
-    tokens, reps, results, dissimilarities).
+    tokens, reps, results, dissimilarities); dissim(measure, rep_a, rep_b) computes and
+    caches a measure, as db.sql and POST /v1/sql do.
 
     Example: actdb sql ./mystore "SELECT model, count(*) FROM reps GROUP BY model"
     """
-    db = open_store(store)
-    emit(db.sql(query, max_rows=max_rows, timeout=timeout), fmt, output)
+    # the store is opened for writing (never created) so that dissim() caches what it computes;
+    # the query itself still runs on a read-only connection
+    db = open_store(store, read_only=read_only, create=False)
+    emit(db.sql(query, max_rows=max_rows, timeout=timeout or None, memory_limit=memory_limit), fmt, output)
 
 
 @app.command()

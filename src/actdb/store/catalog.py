@@ -51,8 +51,16 @@ def is_lock_error(exc: BaseException) -> bool:
     return any(p in text for p in _LOCK_PATTERNS)
 
 
-def busy_error(exc: BaseException, where: str) -> StoreBusy:
+def busy_error(exc: BaseException, where: str, *, holder: str = "writer") -> StoreBusy:
+    """StoreBusy naming the process that holds the DuckDB file: a ``writer``, or a
+    ``reader`` (a query; readers keep a writer out while they run)."""
     match = _PID.search(str(exc))
+    if holder == "reader":
+        pid = f"reader pid {match.group(1)}" if match else "a reader"
+        return StoreBusy(
+            f"store {where} is busy ({pid} has its DuckDB catalog open for reading, e.g. a long query; while "
+            "any process reads, none may write). Retry when it finishes (queries stop at their time limit, "
+            "60 s by default), talk to the store through `actdb serve`, or use a PostgreSQL catalog.")
     pid = f"writer pid {match.group(1)}" if match else "another process"
     return StoreBusy(
         f"store {where} is busy ({pid} holds its DuckDB catalog for writing). DuckDB allows "
@@ -115,6 +123,20 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def lock_holder(database: str | None) -> str:
+    """Who holds a DuckDB file a writer could not lock: ``"reader"`` when it opens read-only
+    right now (readers share the file), else ``"writer"``."""
+    import duckdb
+
+    if not database or database == ":memory:":
+        return "writer"
+    try:
+        duckdb.connect(database, read_only=True).close()
+    except duckdb.Error:
+        return "writer"
+    return "reader"
 
 
 def is_corrupt_error(exc: BaseException) -> bool:
@@ -203,7 +225,9 @@ class Catalog:
                     if not self.read_only and not announced:
                         announced = announce_writer(self.intent_file)
                     if time.monotonic() > deadline:
-                        raise busy_error(exc, self.where) from None
+                        holder = "writer" if self.read_only or self.dialect != "duckdb" else \
+                            lock_holder(sa.engine.make_url(self.url).database)
+                        raise busy_error(exc, self.where, holder=holder) from None
                     time.sleep(delay)
                     delay = min(delay * 2, 0.5)
         finally:
