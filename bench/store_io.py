@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import os
 import shutil
 import statistics
@@ -35,6 +36,7 @@ import actdb  # noqa: E402
 from actdb.query.executor import BLOCK_BYTES  # noqa: E402
 from actdb.query.rows import Source  # noqa: E402
 from actdb.store import arrays as A  # noqa: E402
+from actdb.store.checksums import CRC_ATTR  # noqa: E402
 
 
 def real_activations(n_texts: int) -> np.ndarray:
@@ -81,7 +83,7 @@ def codec_table(x: np.ndarray, workdir: str, repeat: int) -> list[dict]:
     for codec in A.CODECS:
         d = tempfile.mkdtemp(dir=workdir)
         root = A.open_root(d, read_only=False)
-        arr = A.create_array(root, "a", n_rows=len(x), dim=x.shape[1], dtype="float16", codec=codec,
+        arr = A.create_array(root, 1, n_rows=len(x), dim=x.shape[1], dtype="float16", codec=codec,
                              chunk_rows=chunk_rows, shard_rows=shard_rows)
         t = time.perf_counter()
         arr[:] = x
@@ -89,12 +91,12 @@ def codec_table(x: np.ndarray, workdir: str, repeat: int) -> list[dict]:
         ratio = x.nbytes / dir_bytes(d)
 
         def read_zarr(root: zarr.storage.StoreLike = root) -> None:  # opened afresh each pass, as actdb's
-            arr = zarr.open_array(root, path="a", mode="r")
+            arr = zarr.open_array(root, path=A.rep_path(1), mode="r")
             for s in range(0, len(x), shard_rows):
                 arr[s:s + shard_rows]
 
         def read_actdb(root: zarr.storage.StoreLike = root) -> None:
-            handle = A.RepArray(root, "a", rep_id=0, n_rows=len(x), dim=x.shape[1], dtype="float16",
+            handle = A.RepArray(root, A.rep_path(1), rep_id=1, n_rows=len(x), dim=x.shape[1], dtype="float16",
                                 chunk_rows=chunk_rows, shard_rows=shard_rows)
             for _ in handle.iter_blocks():
                 pass
@@ -127,7 +129,7 @@ def throughput(x: np.ndarray, workdir: str, codec: str, repeat: int) -> tuple[li
     w_actdb = time.perf_counter() - t
     zdir = Path(workdir) / "plain.zarr"
     root = A.open_root(str(zdir), read_only=False)
-    arr = A.create_array(root, "a", n_rows=n, dim=d, dtype="float16", codec=codec,
+    arr = A.create_array(root, 1, n_rows=n, dim=d, dtype="float16", codec=codec,
                          chunk_rows=info.chunk_rows, shard_rows=info.shard_rows)
     t = time.perf_counter()
     arr[:] = x
@@ -144,13 +146,29 @@ def throughput(x: np.ndarray, workdir: str, codec: str, repeat: int) -> tuple[li
     # a typical user's zarr read (open_array, then slices) against actdb's handle on the rep.
     def zarr_blocks(step: int) -> Callable[[], None]:
         def read() -> None:
-            plain = zarr.open_array(root, path="a", mode="r")
+            plain = zarr.open_array(root, path=A.rep_path(1), mode="r")
             for s in range(0, n, step):
                 plain[s:s + step]
         return read
 
     def actdb_iter_blocks() -> None:
         for _ in db.read_rep(info).iter_blocks():
+            pass
+
+    # the same rep without its per-chunk checksums (as written before they existed): their cost
+    unsealed = Path(workdir) / "unsealed"
+    shutil.copytree(Path(db.arrays_location) / A.rep_path(info.id), unsealed / A.rep_path(info.id))
+    meta = unsealed / A.rep_path(info.id) / "zarr.json"
+    doc = json.loads(meta.read_text())
+    del doc["attributes"][CRC_ATTR]
+    meta.write_text(json.dumps(doc))
+    unsealed_root = A.open_root(str(unsealed), read_only=True)
+
+    def actdb_unchecked_blocks() -> None:
+        handle = A.RepArray(unsealed_root, A.rep_path(info.id), rep_id=info.id, n_rows=n, dim=d, dtype="float16",
+                            chunk_rows=info.chunk_rows, shard_rows=info.shard_rows)
+        assert not handle.has_checksums
+        for _ in handle.iter_blocks():
             pass
 
     def actdb_executor_blocks(step: int) -> Callable[[], None]:
@@ -169,6 +187,7 @@ def throughput(x: np.ndarray, workdir: str, codec: str, repeat: int) -> tuple[li
     for label, _, read_actdb, read_zarr in cases:
         fns["actdb " + label] = read_actdb
         fns["zarr " + label] = read_zarr
+    fns["actdb unchecked"] = actdb_unchecked_blocks
     fns["numpy.load"] = lambda: np.load(npy)
     for fn in fns.values():  # warm the page cache and the code paths for all alike
         fn()
@@ -186,6 +205,10 @@ def throughput(x: np.ndarray, workdir: str, codec: str, repeat: int) -> tuple[li
                       "median GB/s": a, "range GB/s": a_range, "actdb / zarr": a / z})
         reads.append({"read (whole rep, block by block)": "plain zarr, same blocks", "block rows": block,
                       "median GB/s": z, "range GB/s": z_range, "actdb / zarr": None})
+    u, u_range = gbs("actdb unchecked")
+    reads.append({"read (whole rep, block by block)": "actdb iter_blocks() without chunk checksums",
+                  "block rows": shard, "median GB/s": u, "range GB/s": u_range,
+                  "actdb / zarr": u / gbs("zarr iter_blocks()")[0]})
     npg, np_range = gbs("numpy.load")
     reads.append({"read (whole rep, block by block)": "numpy.load (whole file)", "block rows": n,
                   "median GB/s": npg, "range GB/s": np_range, "actdb / zarr": None})
@@ -208,7 +231,7 @@ def catalog_overhead(workdir: str, n_reps: int) -> dict:
             db.write_rep("m", "c", "tiny", f"hidden.{i}", x, pooling="mean")
             t_rep.append(time.perf_counter() - t)
             t = time.perf_counter()
-            arr = A.create_array(root, f"a{i}", n_rows=8, dim=16, dtype="float16", codec=A.DEFAULT_CODEC,
+            arr = A.create_array(root, i, n_rows=8, dim=16, dtype="float16", codec=A.DEFAULT_CODEC,
                                  chunk_rows=8, shard_rows=8)
             arr[:] = x.astype(np.float16)
             t_zarr.append(time.perf_counter() - t)

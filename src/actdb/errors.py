@@ -62,6 +62,10 @@ class UnsafeQuery(InvalidInput):
     """A SQL text that would write, read files, or run more than one statement."""
 
 
+class UnderflowWarning(UserWarning):
+    """Non-zero values too small for the stored dtype were stored as zero."""
+
+
 class MeasureError(ActdbError, ValueError):
     """A measure cannot be computed on the given input (degenerate, too few rows, ...)."""
 

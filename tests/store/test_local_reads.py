@@ -22,7 +22,7 @@ def make(tmp_path: Path, x: np.ndarray, *, codec: str = "lz4", dtype: str = "flo
     root = A.open_root(str(tmp_path / "arrays"), read_only=False)
     n, d = x.shape
     shard_rows = chunk_rows * chunks_per_shard
-    arr = A.create_array(root, name, n_rows=n, dim=d, dtype=dtype, codec=codec,  # type: ignore[arg-type]
+    arr = A.create_array(root, int(name.rsplit("/", 1)[1]), n_rows=n, dim=d, dtype=dtype, codec=codec,  # type: ignore[arg-type]
                          chunk_rows=chunk_rows, shard_rows=shard_rows)
     arr[:] = A.to_storage(x, dtype)  # type: ignore[arg-type]
     return handle(tmp_path, x.shape, dtype=dtype, chunk_rows=chunk_rows, shard_rows=shard_rows, name=name)

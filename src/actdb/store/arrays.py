@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import sys
 import threading
 from collections.abc import Iterator
@@ -26,6 +27,7 @@ import zarr.storage
 from zarr.codecs import BloscCodec, ZstdCodec
 
 from actdb.errors import CorruptStore, InvalidInput
+from actdb.store.checksums import CRC_ATTR, REP_ATTR, check_chunk, parse_checksums
 
 StoredDtype = Literal["float16", "bfloat16", "float32"]
 STORED_DTYPES: tuple[str, ...] = ("float16", "bfloat16", "float32")
@@ -119,6 +121,30 @@ def rep_path(rep_id: int) -> str:
     return f"reps/{int(rep_id):09d}"
 
 
+REP_PATH = re.compile(r"reps/[0-9]{9}")
+
+
+def checked_path(rep_id: int, stored: str) -> str:
+    """The array path of rep ``rep_id``, after checking the catalog's ``path`` column agrees.
+
+    Array locations are derived from ids; a catalog row pointing anywhere else (``../victim``,
+    an absolute path, another rep's folder) is corruption, reported and never followed."""
+    path = rep_path(rep_id)
+    if stored != path:
+        raise CorruptStore(f"the catalog row of rep {rep_id} points its array at {stored!r:.200}, not {path!r}; "
+                           "actdb never follows such a path. The catalog was edited or damaged: run "
+                           "`actdb verify` (and restore the catalog from a backup)")
+    return path
+
+
+def _safe_path(path: str) -> str:
+    """Refuse any array path but the ``reps/NNNNNNNNN`` form actdb creates (defence in depth for
+    every delete: nothing outside the array root, no nested or hidden names)."""
+    if not isinstance(path, str) or not REP_PATH.fullmatch(path):
+        raise CorruptStore(f"refusing to touch array path {path!r:.200}: actdb only creates 'reps/NNNNNNNNN'")
+    return path
+
+
 def layout(n_rows: int, dim: int, itemsize: int) -> tuple[int, int]:
     """(chunk_rows, shard_rows) for a rep: chunks of at most ~2 MiB holding a power-of-two
     number of rows (so the chunk boundaries of reps of different widths line up, and a
@@ -134,14 +160,64 @@ def layout(n_rows: int, dim: int, itemsize: int) -> tuple[int, int]:
     return chunk_rows, shard_rows
 
 
-def create_array(root: zarr.storage.StoreLike, path: str, *, n_rows: int, dim: int, dtype: StoredDtype,
+def create_array(root: zarr.storage.StoreLike, rep_id: int, *, n_rows: int, dim: int, dtype: StoredDtype,
                  codec: str, chunk_rows: int, shard_rows: int) -> zarr.Array:
+    """A new, empty array for rep ``rep_id`` at its id-derived path; it records its owner."""
     arr = zarr.create_array(
-        root, name=path, shape=(n_rows, dim), dtype=_NUMPY_STORAGE[dtype],
+        root, name=rep_path(rep_id), shape=(n_rows, dim), dtype=_NUMPY_STORAGE[dtype],
         chunks=(chunk_rows, dim), shards=(shard_rows, dim), compressors=_codec(codec),
-        fill_value=0, overwrite=True, attributes={"actdb_dtype": dtype},
+        fill_value=0, overwrite=True, attributes={"actdb_dtype": dtype, REP_ATTR: int(rep_id)},
     )
     return arr
+
+
+def seal(array: zarr.Array, chunk_checksums: list[int]) -> None:
+    """Record the per-chunk checksums of a fully written array (see :mod:`actdb.store.checksums`)."""
+    array.attrs.update({CRC_ATTR: [int(v) for v in chunk_checksums]})
+
+
+def _codec_key(codec: Any) -> tuple[str, Any, Any]:
+    def plain(value: Any) -> Any:
+        return getattr(value, "value", value)
+
+    return type(codec).__name__, plain(getattr(codec, "cname", None)), plain(getattr(codec, "shuffle", None))
+
+
+def codec_name(array: zarr.Array) -> str | None:
+    """Which of :data:`CODECS` an array's compressor chain is, or None for any other chain."""
+    found = [_codec_key(c) for c in (array.compressors or ())]
+    for name in CODECS:
+        if found == [_codec_key(c) for c in (_codec(name) or ())]:
+            return name
+    return None
+
+
+def check_metadata(array: zarr.Array, *, rep_id: int, n_rows: int, dim: int, dtype: str, chunk_rows: int,
+                   shard_rows: int, codec: str | None = None) -> None:
+    """Raise CorruptStore unless the array's metadata is what the catalog says was written:
+    shape, stored dtype (and its ``actdb_dtype`` attribute), chunk and shard shape, a codec
+    chain actdb writes (the catalog's own, when ``codec`` is given), its owner."""
+    where = f"rep {rep_id}"
+    found: list[str] = []
+    if tuple(array.shape) != (n_rows, dim):
+        found.append(f"shape {tuple(array.shape)} != catalog ({n_rows}, {dim})")
+    storage = _NUMPY_STORAGE.get(dtype)
+    if storage is None or np.dtype(array.dtype) != storage or array.attrs.get("actdb_dtype") != dtype:
+        found.append(f"data type {np.dtype(array.dtype).name} (actdb_dtype {array.attrs.get('actdb_dtype')!r}) "
+                     f"!= catalog {dtype!r}")
+    if tuple(array.chunks) != (chunk_rows, dim) or tuple(array.shards or ()) != (shard_rows, dim):
+        found.append(f"chunks {tuple(array.chunks)} / shards {array.shards} != catalog ({chunk_rows}, {dim}) / "
+                     f"({shard_rows}, {dim})")
+    name = codec_name(array)
+    if name is None or (codec is not None and name != codec):
+        found.append(f"codec chain {[type(c).__name__ for c in (array.compressors or ())]} != catalog "
+                     f"{codec or 'one of ' + ', '.join(CODECS)!r}")
+    owner = array.attrs.get(REP_ATTR)
+    if owner is not None and owner != rep_id:
+        found.append(f"the array belongs to rep {owner!r}")
+    if found:
+        raise CorruptStore(f"{where}: its array's metadata does not match the catalog ({'; '.join(found)}): "
+                           "zarr.json was edited or replaced. Run `actdb verify --repair` to quarantine the rep")
 
 
 def open_array(root: zarr.storage.StoreLike, path: str) -> zarr.Array:
@@ -155,7 +231,8 @@ def open_array(root: zarr.storage.StoreLike, path: str) -> zarr.Array:
 
 
 def delete_array(root: zarr.storage.StoreLike, path: str) -> None:
-    """Remove an array's files (no error when already gone)."""
+    """Remove an array's files (no error when already gone); only ``reps/NNNNNNNNN`` paths."""
+    path = _safe_path(path)
     if isinstance(root, zarr.storage.LocalStore):
         import shutil
 
@@ -325,8 +402,11 @@ class LocalShards:
     """
 
     def __init__(self, folder: Path, keys: Any, *, n_rows: int, dim: int, dtype: np.dtype, shard_rows: int,
-                 chunk_rows: int, blosc: bool, fill_value: Any):
+                 chunk_rows: int, blosc: bool, fill_value: Any, rep_id: int = 0,
+                 checksums: np.ndarray | None = None):
         self.folder = folder
+        self.rep_id = rep_id
+        self.checksums = checksums
         self._key = keys
         self.n_rows, self.dim, self.dtype = n_rows, dim, dtype
         self.shard_rows, self.chunk_rows = shard_rows, chunk_rows
@@ -337,7 +417,8 @@ class LocalShards:
         self._index: dict[int, tuple[np.ndarray, int]] = {}
 
     @classmethod
-    def for_array(cls, root: zarr.storage.StoreLike, path: str, array: zarr.Array) -> LocalShards | None:
+    def for_array(cls, root: zarr.storage.StoreLike, path: str, array: zarr.Array, *, rep_id: int = 0,
+                  checksums: np.ndarray | None = None) -> LocalShards | None:
         """A reader for ``array`` when its layout is the one actdb writes, else None."""
         from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec
 
@@ -365,7 +446,7 @@ class LocalShards:
             return None
         return cls(Path(root.root) / path, meta.encode_chunk_key, n_rows=n_rows, dim=dim, dtype=dtype,
                    shard_rows=shard_shape[0], chunk_rows=chunk_shape[0], blosc=len(inner) == 2,
-                   fill_value=meta.fill_value)
+                   fill_value=meta.fill_value, rep_id=rep_id, checksums=checksums)
 
     def read_into(self, start: int, stop: int, out: np.ndarray) -> None:
         """Rows ``start:stop`` (``0 <= start < stop <= n_rows``) into ``out`` ``(stop - start, dim)``.
@@ -373,7 +454,7 @@ class LocalShards:
         Raises ValueError naming the shard for damaged data (the caller turns it into CorruptStore)."""
         cr, cps = self.chunk_rows, self.chunks_per_shard
         first, last = start // cr, (stop - 1) // cr
-        jobs: list[tuple[int, int, int, np.ndarray, int, int]] = []
+        jobs: list[tuple[int, int, int, np.ndarray, int, int, int]] = []
         fds: list[int] = []
         try:
             for s in range(first // cps, last // cps + 1):
@@ -382,6 +463,8 @@ class LocalShards:
                     fd = os.open(self.folder / self._key((s, 0)), os.O_RDONLY)
                 except FileNotFoundError:  # a shard of fill values only is not stored
                     out[max(start, c0 * cr) - start: min(stop, (c1 + 1) * cr) - start] = self.fill_value
+                    for c in range(c0, c1 + 1):
+                        self._check_fill(c)
                     continue
                 fds.append(fd)
                 index, end = self._shard_index(s, fd)
@@ -391,18 +474,19 @@ class LocalShards:
                     dest = out[r0 - start: r1 - start]
                     if offset == _MAX_U64 and nbytes == _MAX_U64:
                         dest[...] = self.fill_value
+                        self._check_fill(c)
                     elif offset + nbytes > end:
                         raise ValueError(f"shard {self._key((s, 0))}: chunk {c - s * cps} lies at bytes "
                                          f"{offset}..{offset + nbytes}, beyond the {end} bytes of data before "
                                          "its index (a truncated or damaged shard)")
                     else:
-                        jobs.append((fd, offset, nbytes, dest, r0 - c * cr, r1 - c * cr))
+                        jobs.append((fd, offset, nbytes, dest, r0 - c * cr, r1 - c * cr, c))
             self._run(jobs)
         finally:
             for fd in fds:
                 os.close(fd)
 
-    def _run(self, jobs: list[tuple[int, int, int, np.ndarray, int, int]]) -> None:
+    def _run(self, jobs: list[tuple[int, int, int, np.ndarray, int, int, int]]) -> None:
         if len(jobs) <= 1:  # one chunk: no hand-off to the pool
             for job in jobs:
                 self._decode(*job)
@@ -430,9 +514,21 @@ class LocalShards:
         self._index[s] = entry
         return entry
 
-    def _decode(self, fd: int, offset: int, nbytes: int, dest: np.ndarray, lo: int, hi: int) -> None:
-        """One stored chunk into ``dest`` (its rows ``lo:hi``)."""
+    def _valid_rows(self, chunk: int) -> int:
+        """Rows of chunk ``chunk`` inside the array (the last chunk may be short)."""
+        return min(self.chunk_rows, self.n_rows - chunk * self.chunk_rows)
+
+    def _check_fill(self, chunk: int) -> None:
+        """A chunk that is not stored reads as the fill value: right only if it was written so."""
+        if self.checksums is not None:
+            rows = np.full((self._valid_rows(chunk), self.dim), self.fill_value, dtype=self.dtype)
+            check_chunk(self.checksums, chunk, rows, rep_id=self.rep_id, chunk_rows=self.chunk_rows)
+
+    def _decode(self, fd: int, offset: int, nbytes: int, dest: np.ndarray, lo: int, hi: int, chunk: int) -> None:
+        """One stored chunk into ``dest`` (its rows ``lo:hi``), checked against its checksum."""
         whole = lo == 0 and hi == self.chunk_rows
+        valid = self._valid_rows(chunk)
+        check = self.checksums
         if not self.blosc and nbytes != self.chunk_nbytes:
             raise ValueError(f"a chunk of {nbytes} bytes where {self.chunk_nbytes} were expected")
         if not self.blosc and whole:
@@ -443,8 +539,12 @@ class LocalShards:
         if got != nbytes:
             raise ValueError(f"read {got} of a chunk's {nbytes} bytes (a truncated shard)")
         if not self.blosc:
-            if not whole:
-                dest[...] = np.frombuffer(buf, self.dtype).reshape(self.chunk_rows, self.dim)[lo:hi]
+            if whole:
+                check_chunk(check, chunk, dest, rep_id=self.rep_id, chunk_rows=self.chunk_rows)
+            else:
+                rows = np.frombuffer(buf, self.dtype).reshape(self.chunk_rows, self.dim)
+                check_chunk(check, chunk, rows[:valid], rep_id=self.rep_id, chunk_rows=self.chunk_rows)
+                dest[...] = rows[lo:hi]
             return
         header = bytes(buf[:_BLOSC_HEADER])
         size = int.from_bytes(header[4:8], "little") if len(header) == _BLOSC_HEADER else -1
@@ -455,10 +555,13 @@ class LocalShards:
 
         if whole:
             blosc.decompress(buf, dest)
+            check_chunk(check, chunk, dest, rep_id=self.rep_id, chunk_rows=self.chunk_rows)
         else:
-            chunk = np.frombuffer(_scratch_bytes("chunk", self.chunk_nbytes), self.dtype)
-            blosc.decompress(buf, chunk)
-            dest[...] = chunk.reshape(self.chunk_rows, self.dim)[lo:hi]
+            decoded = np.frombuffer(_scratch_bytes("chunk", self.chunk_nbytes), self.dtype)
+            blosc.decompress(buf, decoded)
+            rows = decoded.reshape(self.chunk_rows, self.dim)
+            check_chunk(check, chunk, rows[:valid], rep_id=self.rep_id, chunk_rows=self.chunk_rows)
+            dest[...] = rows[lo:hi]
 
 
 class RepArray:
@@ -473,9 +576,11 @@ class RepArray:
     """
 
     def __init__(self, root: zarr.storage.StoreLike, path: str, *, rep_id: int, n_rows: int, dim: int,
-                 dtype: str, chunk_rows: int, shard_rows: int):
+                 dtype: str, chunk_rows: int, shard_rows: int, codec: str | None = None):
         self._root = root
-        self.path = path
+        self.path = checked_path(rep_id, path)
+        self.codec = codec
+        self._checksums: np.ndarray | None = None
         self.rep_id = rep_id
         self.shape = (n_rows, dim)
         self.dtype = dtype
@@ -502,13 +607,25 @@ class RepArray:
         return self.shape[0] * self.shape[1] * _NUMPY_STORAGE[self.dtype].itemsize
 
     def _zarr(self) -> zarr.Array:
+        """The zarr array, opened once: its metadata checked against the catalog record and its
+        per-chunk checksums loaded (None for an array written before they existed)."""
         if self._array is None:
             arr = open_array(self._root, self.path)
-            if arr.shape != self.shape:
-                raise CorruptStore(f"rep {self.rep_id}: array shape {arr.shape} != catalog shape {self.shape}")
-            self._local = LocalShards.for_array(self._root, self.path, arr)
+            check_metadata(arr, rep_id=self.rep_id, n_rows=self.shape[0], dim=self.shape[1], dtype=self.dtype,
+                           chunk_rows=self.chunk_rows, shard_rows=self.shard_rows, codec=self.codec)
+            n_chunks = -(-self.shape[0] // self.chunk_rows)
+            self._checksums = parse_checksums(arr.attrs, rep_id=self.rep_id, n_chunks=n_chunks,
+                                              where=f"array {self.path!r}")
+            self._local = LocalShards.for_array(self._root, self.path, arr, rep_id=self.rep_id,
+                                                checksums=self._checksums)
             self._array = arr
         return self._array
+
+    @property
+    def has_checksums(self) -> bool:
+        """Whether reads of this rep are verified chunk by chunk (arrays written since checksums)."""
+        self._zarr()
+        return self._checksums is not None
 
     def read_stored(self, start: int, stop: int) -> np.ndarray:
         """Rows ``start:stop`` in their stored bit pattern."""
@@ -519,14 +636,28 @@ class RepArray:
         array = self._zarr()
         try:
             if self._local is None:
-                return array[start:stop]
+                return self._read_zarr(array, start, stop)
             out = np.empty((max(0, stop - start), self.shape[1]), dtype=self._local.dtype)
             if stop > start:
                 self._local.read_into(start, stop, out)
             return out
+        except CorruptStore:
+            raise
         except (ValueError, OSError, RuntimeError) as exc:  # a shard that fails its crc32c, truncated, ...
             raise CorruptStore(f"rep {self.rep_id}: rows {start}:{stop} of {self.path!r} cannot be decoded "
                                f"({type(exc).__name__}: {exc}); run `actdb verify --repair`") from None
+
+    def _read_zarr(self, array: zarr.Array, start: int, stop: int) -> np.ndarray:
+        """Rows through zarr; with checksums, whole chunks are read (zarr decodes them anyway) and
+        each is verified before the requested rows are cut out."""
+        if self._checksums is None or stop <= start:
+            return array[start:stop]
+        cr = self.chunk_rows
+        lo, hi = start // cr * cr, min(self.shape[0], -(-stop // cr) * cr)
+        block = array[lo:hi]
+        for c in range(lo // cr, -(-hi // cr)):
+            check_chunk(self._checksums, c, block[c * cr - lo: (c + 1) * cr - lo], rep_id=self.rep_id, chunk_rows=cr)
+        return block[start - lo: stop - lo]
 
     def __getitem__(self, key: slice | int) -> np.ndarray:
         if isinstance(key, int):

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 import sqlalchemy as sa
 
-from actdb.errors import AlreadyExists, DtypeOverflow, InvalidInput, NotFound, close_matches
+from actdb.errors import AlreadyExists, DtypeOverflow, InvalidInput, NotFound, UnderflowWarning, close_matches
 from actdb.store import arrays as A
+from actdb.store.checksums import ChunkChecksums
 from actdb.store import schema as S
-from actdb.store.catalog import bulk_insert
+from actdb.store.catalog import bulk_insert, insert_if_absent
 from actdb.store.parse import (
     as_numpy, check_finite, check_matrix, layer_of_site, parse_name, parse_pooling, parse_site,
 )
@@ -66,7 +68,8 @@ class RepWriter:
 
     def __init__(self, store: Store, rep_id: int, *, n_rows: int, dim: int, dtype: str, site: str,
                  chunk_rows: int, shard_rows: int, array: Any, start_row: int, stats: A.RowStats,
-                 allow_nonfinite: bool, replaces: int | None):
+                 allow_nonfinite: bool, replaces: int | None, checksums: ChunkChecksums | None = None,
+                 underflow: int = 0):
         self.store = store
         self.rep_id = rep_id
         self.n_rows, self.dim, self.dtype, self.site = n_rows, dim, dtype, site
@@ -74,6 +77,8 @@ class RepWriter:
         self._array = array
         self.rows_written = start_row
         self._stats = stats
+        self._checksums = checksums if checksums is not None else ChunkChecksums(chunk_rows)
+        self.underflow = underflow
         self._buffer: list[np.ndarray] = []
         self._buffered = 0
         self.allow_nonfinite = allow_nonfinite
@@ -96,7 +101,9 @@ class RepWriter:
         if not self.allow_nonfinite:
             check_finite(block, what=f"activations at site {self.site!r}")
         check_range(block, self.dtype, self.site)
-        self._buffer.append(A.to_storage(block, self.dtype))  # type: ignore[arg-type]
+        stored = A.to_storage(block, self.dtype)  # type: ignore[arg-type]
+        self.underflow += count_underflow(block, stored, self.dtype)
+        self._buffer.append(stored)
         self._buffered += len(block)
         while self._buffered >= self.shard_rows or (self._buffered and self.done):
             self._flush()
@@ -106,15 +113,15 @@ class RepWriter:
         take = min(len(data), self.shard_rows)
         shard, rest = data[:take], data[take:]
         start = self.rows_written
-        # checksum and statistics of a big shard run alongside zarr's encode and write
-        stats = A.in_background(self._stats.update, shard) if shard.nbytes >= 1 << 20 else None
+        # checksums and statistics of a big shard run alongside zarr's encode and write
+        stats = A.in_background(self._summarise, shard) if shard.nbytes >= 1 << 20 else None
         try:
             self._array[start: start + take] = shard
         finally:
             if stats is not None:
                 stats.result()
         if stats is None:
-            self._stats.update(shard)
+            self._summarise(shard)
         self.rows_written += take
         self._buffer = [rest] if len(rest) else []
         self._buffered = len(rest)
@@ -122,25 +129,29 @@ class RepWriter:
             with self.store.catalog.connect(write=True) as conn:
                 conn.execute(S.rep.update().where(S.rep.c.id == self.rep_id).values(rows_written=self.rows_written))
 
+    def _summarise(self, shard: np.ndarray) -> None:
+        self._stats.update(shard)
+        self._checksums.update(shard)
+
     def finish(self) -> RepInfo:
         """Commit: the rep becomes complete (and replaces the rep it overwrites, atomically)."""
         if self._buffered:
             self._flush()
         if self.rows_written != self.n_rows:
             raise InvalidInput(f"rep {self.rep_id} (site {self.site!r}) got {self.rows_written} of {self.n_rows} rows")
+        A.seal(self._array, self._checksums.values)
+        warn_underflow(self.underflow, self.n_rows * self.dim, self.dtype, self.site)
         values = dict(status="complete", checksum=self._stats.checksum, completed_at=_now(), rows_written=self.rows_written,
                       n_nonfinite=self._stats.nonfinite, nbytes=self.n_rows * self.dim * (4 if self.dtype == "float32" else 2),
                       **self._stats.summary())
-        old_path = None
         with self.store.catalog.connect(write=True) as conn:
             if self.replaces is not None:
-                old_path = conn.execute(sa.select(S.rep.c.path).where(S.rep.c.id == self.replaces)).scalar()
                 conn.execute(S.rep.update().where(S.rep.c.id == self.replaces).values(status="replaced"))
                 # the replaced rep's cached own moments can never be read again (its data is gone)
                 conn.execute(S.rep_moments.delete().where(S.rep_moments.c.rep_id == self.replaces))
             conn.execute(_FINISH_REP, {**values, "id": self.rep_id})
-        if old_path is not None:
-            A.delete_array(self.store._root, old_path)
+        if self.replaces is not None:
+            A.delete_array(self.store._root, A.rep_path(self.replaces))
         if self.info is None:
             self.info = self.store.rep(self.rep_id)
         else:
@@ -152,11 +163,9 @@ class RepWriter:
         (for errors a resume would only repeat, such as a dtype overflow)."""
         self._buffer, self._buffered = [], 0
         with self.store.catalog.connect(write=True) as conn:
-            path = conn.execute(sa.select(S.rep.c.path).where(S.rep.c.id == self.rep_id,
-                                                              S.rep.c.status == "writing")).scalar()
-            conn.execute(S.rep.delete().where(S.rep.c.id == self.rep_id, S.rep.c.status == "writing"))
-        if path is not None:
-            A.delete_array(self.store._root, path)
+            deleted = conn.execute(S.rep.delete().where(S.rep.c.id == self.rep_id, S.rep.c.status == "writing"))
+        if deleted.rowcount:
+            A.delete_array(self.store._root, A.rep_path(self.rep_id))
 
     def __enter__(self) -> RepWriter:
         return self
@@ -167,6 +176,28 @@ class RepWriter:
                                f"of {self.n_rows} rows; it stays 'writing' until resumed")
         if exc_type is None:
             self.finish()
+
+
+UNDERFLOW_WARN_SHARE = 1e-3
+
+
+def count_underflow(block: np.ndarray, stored: np.ndarray, dtype: str) -> int:
+    """Values that were not zero but are stored as zero (too small for the stored dtype:
+    below about 3e-8 in float16, about 1e-45 in bfloat16 and float32)."""
+    if dtype == "float32" and block.dtype in (np.float32, np.float16):
+        return 0
+    if dtype == "float16" and block.dtype == np.float16:
+        return 0
+    zero = (stored & 0x7FFF) == 0 if dtype == "bfloat16" else stored == 0  # bfloat16: raw bits, either sign
+    return int(np.count_nonzero(zero & (block != 0)))
+
+
+def warn_underflow(count: int, total: int, dtype: str, site: str) -> None:
+    """Warn when a noticeable share of a rep's values underflowed to zero."""
+    if total and count / total > UNDERFLOW_WARN_SHARE:
+        warnings.warn(UnderflowWarning(
+            f"{count} of {total} values ({count / total:.2%}) at site {site!r} were too small for {dtype} and are "
+            f"stored as 0; store them with dtype='float32' or dtype='bfloat16' to keep them"), stacklevel=3)
 
 
 def check_range(block: np.ndarray, dtype: str, site: str) -> None:
@@ -200,16 +231,22 @@ class RepsMixin:
                                     f"{tokenizer!r} (max_length {max_length}); use another tokenizer name")
             return existing
         with self.catalog.connect(write=True) as conn:
-            conn.execute(S.tokenization.insert().values(
+            # insert-if-absent: a writer that loses a race to create it proceeds as if it had found it
+            created = insert_if_absent(conn, S.tokenization, dict(
                 dataset_id=ds.id, tokenizer=tokenizer, max_length=max_length, tokenizer_hash=tokenizer_hash,
-                content_hash=content, n_rows=table.num_rows, n_truncated=n_truncated, created_at=_now()))
+                content_hash=content, n_rows=table.num_rows, n_truncated=n_truncated, created_at=_now()),
+                ("dataset_id", "tokenizer", "max_length"))
             tid = conn.execute(sa.select(S.tokenization.c.id).where(
                 S.tokenization.c.dataset_id == ds.id, S.tokenization.c.tokenizer == tokenizer,
                 S.tokenization.c.max_length == max_length)).scalar_one()
-            bulk_insert(conn, S.token, table.add_column(0, "tokenization_id",
-                                                        pa.array(np.full(table.num_rows, tid, np.int32))))
+            if created:
+                bulk_insert(conn, S.token, table.add_column(0, "tokenization_id",
+                                                            pa.array(np.full(table.num_rows, tid, np.int32))))
         found = self._tokenization(ds.id, tokenizer, max_length)
         assert found is not None
+        if found.content_hash != content:
+            raise AlreadyExists(f"dataset {dataset!r} already has a different token table for tokenizer "
+                                f"{tokenizer!r} (max_length {max_length}); use another tokenizer name")
         return found
 
     def _tokenization(self: Store, dataset_id: int, tokenizer: str, max_length: int | None) -> TokenizationInfo | None:
@@ -374,8 +411,8 @@ class RepsMixin:
             "path": path, "chunk_rows": chunk_rows, "shard_rows": shard_rows, "codec": codec, "rows_written": 0,
             "replaces": replaces, "ingest_run_id": ingest_run_id, "created_at": created})
         for w in writing:
-            A.delete_array(self._root, w["path"])
-        array = A.create_array(self._root, path, n_rows=expected, dim=dim, dtype=dtype, codec=codec,  # type: ignore[arg-type]
+            A.delete_array(self._root, A.rep_path(w["id"]))
+        array = A.create_array(self._root, rep_id, n_rows=expected, dim=dim, dtype=dtype, codec=codec,  # type: ignore[arg-type]
                                chunk_rows=chunk_rows, shard_rows=shard_rows)
         writer = RepWriter(self, rep_id, n_rows=expected, dim=dim, dtype=dtype, site=site, chunk_rows=chunk_rows,
                            shard_rows=shard_rows, array=array, start_row=0, stats=A.RowStats(dtype),
@@ -388,14 +425,18 @@ class RepsMixin:
     def _resume_writer(self: Store, row: Any, site: str, allow_nonfinite: bool) -> RepWriter:
         import zarr
 
-        array = zarr.open_array(self._root, path=row["path"], mode="r+")
+        array = zarr.open_array(self._root, path=A.checked_path(row["id"], row["path"]), mode="r+")
         stats = A.RowStats(row["dtype"])
+        checksums = ChunkChecksums(row["chunk_rows"])
         done = int(row["rows_written"])
         for start in range(0, done, row["shard_rows"]):
-            stats.update(array[start: min(done, start + row["shard_rows"])])
+            block = array[start: min(done, start + row["shard_rows"])]
+            stats.update(block)
+            checksums.update(block)
         return RepWriter(self, row["id"], n_rows=row["n_rows"], dim=row["dim"], dtype=row["dtype"], site=site,
                          chunk_rows=row["chunk_rows"], shard_rows=row["shard_rows"], array=array, start_row=done,
-                         stats=stats, allow_nonfinite=allow_nonfinite, replaces=row["replaces"])
+                         stats=stats, allow_nonfinite=allow_nonfinite, replaces=row["replaces"],
+                         checksums=checksums)
 
     def rep(self: Store, rep_id: int) -> RepInfo:
         """The catalog record of rep ``rep_id`` (complete or not)."""

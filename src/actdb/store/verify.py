@@ -1,8 +1,10 @@
 """``verify``: check every complete rep against its catalog record; ``repair`` cleans up.
 
-Checks: the array exists, its shape matches, its checksum (over the stored values in
-row order) matches. Finds ``writing`` leftovers of crashed writes and orphan array
-folders no rep points at. ``repair`` removes leftovers and orphans and quarantines
+Checks: the catalog's array path is the one derived from the rep's id, the array's
+metadata (shape, dtype, chunking, codec, owner) matches the catalog, every chunk matches its
+recorded checksum, and the whole rep's checksum (over the stored values in row order)
+matches. Finds ``writing`` leftovers of crashed writes and orphan array folders no rep
+points at. ``repair`` removes leftovers and orphans and quarantines
 corrupt reps (status ``corrupt``, array moved under ``quarantine/``).
 """
 
@@ -17,24 +19,27 @@ import sqlalchemy as sa
 from actdb.errors import CorruptStore
 from actdb.store import arrays as A
 from actdb.store import schema as S
+from actdb.store.checksums import CRC_ATTR, REP_ATTR, ChunkChecksums
 from actdb.store.records import Problem, VerifyReport
 
 if TYPE_CHECKING:
     from actdb.store.store import Store
 
 
+
 def _check_rep(store: Store, row: sa.RowMapping) -> str | None:
-    """None when the rep is intact, else why not."""
+    """None when the rep is intact, else why not: its catalog path, its array's metadata
+    (shape, dtype, chunking, codec, owner) against the catalog, every chunk against its
+    recorded checksum, and the whole rep against the catalog's checksum."""
     try:
-        arr = A.open_array(store._root, row["path"])
+        arr = A.RepArray(store._root, row["path"], rep_id=row["id"], n_rows=row["n_rows"], dim=row["dim"],
+                         dtype=row["dtype"], chunk_rows=row["chunk_rows"], shard_rows=row["shard_rows"],
+                         codec=row["codec"])
+        stats = A.RowStats(row["dtype"])
+        for start in range(0, row["n_rows"], row["shard_rows"]):
+            stats.update(arr.read_stored(start, start + row["shard_rows"]))
     except CorruptStore as exc:
         return str(exc)
-    if arr.shape != (row["n_rows"], row["dim"]):
-        return f"array shape {arr.shape} != catalog shape ({row['n_rows']}, {row['dim']})"
-    stats = A.RowStats(row["dtype"])
-    try:
-        for start in range(0, row["n_rows"], row["shard_rows"]):
-            stats.update(arr[start: start + row["shard_rows"]])
     except Exception as exc:  # noqa: BLE001 - any decode failure means a damaged array
         return f"array cannot be read: {type(exc).__name__}: {exc}"
     if stats.checksum != row["checksum"]:
@@ -42,20 +47,45 @@ def _check_rep(store: Store, row: sa.RowMapping) -> str | None:
     return None
 
 
+def _unsealed(store: Store, row: sa.RowMapping) -> bool:
+    """Whether an intact rep's array predates per-chunk checksums."""
+    arr = A.open_array(store._root, A.rep_path(row["id"]))
+    return arr.attrs.get(CRC_ATTR) is None
+
+
+def _seal(store: Store, row: sa.RowMapping) -> None:
+    """Record per-chunk checksums (and the owner) of an intact rep written before they existed."""
+    import zarr
+
+    arr = zarr.open_array(store._root, path=A.rep_path(row["id"]), mode="r+")
+    sums = ChunkChecksums(row["chunk_rows"])
+    for start in range(0, row["n_rows"], row["shard_rows"]):
+        sums.update(arr[start: start + row["shard_rows"]])
+    arr.attrs.update({REP_ATTR: int(row["id"])})
+    A.seal(arr, sums.values)
+
+
 def verify(store: Store, *, repair: bool = False) -> VerifyReport:
+    """Check every complete rep (see :func:`_check_rep`); find unfinished writes, arrays of
+    replaced reps and orphan folders. Array locations are derived from rep ids: a catalog
+    ``path`` that disagrees is reported as corruption and never followed, and nothing outside
+    the store's array root is ever read, moved or deleted. ``repair`` removes leftovers and
+    orphans, quarantines corrupt reps and adds per-chunk checksums to intact reps written by
+    an older actdb."""
     problems: list[Problem] = []
     repaired: list[str] = []
     with store.catalog.connect() as conn:
         rows = conn.execute(sa.select(S.rep)).mappings().all()
-    live_paths = {r["path"] for r in rows if r["status"] in ("complete", "writing")}
-    # a quarantined rep on an object store keeps its array in place (status 'corrupt')
-    kept_paths = {r["path"] for r in rows if r["status"] == "corrupt"}
+    known = {A.rep_path(r["id"]) for r in rows}
     checked = 0
     for row in rows:
         if row["status"] == "complete":
             checked += 1
             why = _check_rep(store, row)
             if why is None:
+                if repair and not store.read_only and _unsealed(store, row):
+                    _seal(store, row)
+                    repaired.append(f"added chunk checksums to rep {row['id']} ({row['site']})")
                 continue
             problems.append(Problem(row["id"], "corrupt", f"rep {row['id']} ({row['site']}): {why}"))
             if repair:
@@ -67,39 +97,42 @@ def verify(store: Store, *, repair: bool = False) -> VerifyReport:
             if repair:
                 with store.catalog.connect(write=True) as conn:
                     conn.execute(S.rep.delete().where(S.rep.c.id == row["id"]))
-                A.delete_array(store._root, row["path"])
+                A.delete_array(store._root, A.rep_path(row["id"]))
                 repaired.append(f"removed unfinished rep {row['id']}")
-        elif row["status"] == "replaced" and _exists(store, row["path"]):
+        elif row["status"] == "replaced" and A.array_exists(store._root, A.rep_path(row["id"])):
             if repair:
-                A.delete_array(store._root, row["path"])
+                A.delete_array(store._root, A.rep_path(row["id"]))
                 repaired.append(f"removed array of replaced rep {row['id']}")
-    for path in _array_dirs(store):
-        if path not in live_paths and path not in kept_paths and not any(r["path"] == path and r["status"] == "replaced" for r in rows):
-            problems.append(Problem(None, "orphan", f"array {path} belongs to no rep"))
-            if repair:
-                A.delete_array(store._root, path)
-                repaired.append(f"removed orphan array {path}")
+    for path in A.list_arrays(store._root):
+        if path in known:
+            continue
+        if not A.REP_PATH.fullmatch(path):
+            problems.append(Problem(None, "orphan", f"{path!r:.200} in the array root is not an array actdb "
+                                                    "writes; left untouched"))
+            continue
+        problems.append(Problem(None, "orphan", f"array {path} belongs to no rep"))
+        if repair:
+            A.delete_array(store._root, path)
+            repaired.append(f"removed orphan array {path}")
     if repair:
         remaining = verify(store, repair=False)
         return VerifyReport(checked, remaining.problems, tuple(repaired))
     return VerifyReport(checked, tuple(problems), tuple(repaired))
 
 
-def _exists(store: Store, path: str) -> bool:
-    return A.array_exists(store._root, path)
-
-
-def _array_dirs(store: Store) -> list[str]:
-    return A.list_arrays(store._root)
-
-
 def _quarantine(store: Store, row: sa.RowMapping) -> None:
+    """Status ``corrupt``; a local array moves (from its id-derived path, inside the store's
+    array root) to ``STORE/quarantine/rep-ID``."""
     with store.catalog.connect(write=True) as conn:
         conn.execute(S.rep.update().where(S.rep.c.id == row["id"]).values(status="corrupt"))
     if "://" not in store.arrays_location:
-        src = Path(store.arrays_location) / row["path"]
-        if src.exists():
-            dest = store.path / "quarantine" / f"rep-{row['id']}"
-            dest.parent.mkdir(exist_ok=True)
-            shutil.rmtree(dest, ignore_errors=True)
-            shutil.move(str(src), str(dest))
+        root = Path(store.arrays_location).resolve()
+        src = Path(store.arrays_location) / A.rep_path(row["id"])
+        if src.is_symlink() or not src.exists():
+            return
+        if not src.resolve().is_relative_to(root):
+            return
+        dest = store.path / "quarantine" / f"rep-{int(row['id'])}"
+        dest.parent.mkdir(exist_ok=True)
+        shutil.rmtree(dest, ignore_errors=True)
+        shutil.move(str(src), str(dest))
