@@ -132,11 +132,13 @@ def _tabular(*, json_model: type[Any] | None = None, arrow: bool = False) -> dic
 def create_app(store: str | Path | actdb.Database, *, api_key: str | None = None, read_only: bool = False,
                sql_max_rows: int = 10_000, sql_timeout: float = 10.0, sql_max_bytes: int = 64 * 2**20,
                sql_memory_limit: str = "1GB", compare_max_values: int = 20_000,
-               results_max_limit: int = 10_000) -> FastAPI:
+               results_max_limit: int = 10_000, public_docs: bool = False) -> FastAPI:
     """The actdb HTTP API over one store.
 
     ``store``: a path (opened here, closed at shutdown) or an open :class:`Database`.
-    ``api_key``: when set, every route but ``/healthz`` needs header ``X-API-Key: KEY``.
+    ``api_key``: when set, every route but ``/healthz`` needs header ``X-API-Key: KEY`` —
+    the API docs (``/docs``, ``/redoc``, ``/openapi.json``) too, unless ``public_docs``.
+    ``/healthz`` says only ``{"status": "ok"}``; ``/v1/info`` tells version and backend.
     ``read_only``: open the store read-only (comparisons still compute, but nothing is cached).
     ``sql_max_rows`` / ``sql_timeout``: the ceilings of ``POST /v1/sql`` (a request may ask
     for less); ``sql_max_bytes`` / ``sql_memory_limit``: the result size and engine memory
@@ -147,8 +149,8 @@ def create_app(store: str | Path | actdb.Database, *, api_key: str | None = None
         db, owned = store, False
     else:
         db, owned = actdb.open(str(store), read_only=read_only), True
-    if api_key is not None and not api_key:
-        raise E.InvalidInput("the API key is empty; give a non-empty key or none")
+    if api_key is not None and not api_key.strip():
+        raise E.InvalidInput("the API key is empty; give a non-empty key, or api_key=None to serve without one")
     gate = Gate(db, max_values=compare_max_values)
     plot_lock = threading.Lock()  # matplotlib is not thread-safe; plots are rare
 
@@ -162,11 +164,15 @@ def create_app(store: str | Path | actdb.Database, *, api_key: str | None = None
             if owned:
                 db.close()
 
-    app = FastAPI(title="actdb", version=__version__, lifespan=lifespan,
+    app = FastAPI(title="actdb", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None,  # served below, behind the API key unless public_docs
                   description="Activation database: compare stored representations of language models. "
                               "Errors are JSON {error, type}. Blocking work runs in a thread pool.")
     app.state.gate = gate
     app.state.db = db
+    from actdb.api.json_body import JsonBody
+
+    app.add_middleware(JsonBody)  # `curl -d '{...}'` (form content type) with a JSON body is JSON
 
     # ------------------------------------------------------------- errors
     @app.exception_handler(E.ActdbError)
@@ -174,7 +180,8 @@ def create_app(store: str | Path | actdb.Database, *, api_key: str | None = None
         code = status_of(exc)
         if code >= 500:
             log.error("store error on %s: %s", request.url.path, exc)
-        return _error(code, str(exc), type(exc).__name__)
+        for_face = getattr(exc, "for_face", None)  # a fix worded for HTTP (field, not Python keyword)
+        return _error(code, str(for_face("http")) if callable(for_face) else str(exc), type(exc).__name__)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -206,12 +213,33 @@ def create_app(store: str | Path | actdb.Database, *, api_key: str | None = None
                                          headers={"WWW-Authenticate": "ApiKey"})
 
     v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_key)] if expected else [])
+    docs_auth = [Depends(require_key)] if expected and not public_docs else []
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=docs_auth)
+    def openapi_schema() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False, dependencies=docs_auth)
+    def swagger_docs() -> Response:
+        from fastapi.openapi.docs import get_swagger_ui_html
+
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="actdb - API docs")
+
+    @app.get("/redoc", include_in_schema=False, dependencies=docs_auth)
+    def redoc_docs() -> Response:
+        from fastapi.openapi.docs import get_redoc_html
+
+        return get_redoc_html(openapi_url="/openapi.json", title="actdb - API docs")
 
     @app.get("/healthz", response_model=S.Health, tags=["meta"])
     def healthz() -> Any:
-        """Liveness: no API key needed, does not touch the catalog."""
-        return {"status": "ok", "version": __version__, "store": str(db.path), "catalog": db.catalog.dialect,
-                "read_only": bool(db.read_only)}
+        """Liveness: no API key needed, touches nothing and tells nothing about the store."""
+        return {"status": "ok"}
+
+    @v1.get("/info", response_model=S.InfoOut, responses=ERRORS, tags=["meta"])
+    def info() -> Any:
+        """The server's actdb version, catalog backend and whether it is read-only."""
+        return {"version": __version__, "catalog": db.catalog.dialect, "read_only": bool(db.read_only)}
 
     # ------------------------------------------------------------ catalog
     @v1.get("/models", response_model=list[S.ModelOut], responses=ERRORS, tags=["catalog"])
@@ -354,11 +382,19 @@ def create_app(store: str | Path | actdb.Database, *, api_key: str | None = None
     @v1.get("/plot/trajectory.png", response_class=Response, responses=plot_responses, tags=["plots"])
     def plot_trajectory(a: str = Query("", pattern=SELECTION_PATTERN,
                                        description="Selection (filter string), e.g. model=m."),
-                        measure: str = "linear_cka", reference: str = "final", subset: str | None = None) -> Any:
+                        measure: str = "linear_cka",
+                        reference: str | None = Query(None, max_length=200, description=(
+                            "The checkpoint every other one is compared to (default: the model's checkpoint "
+                            "named final, else its highest step); drawn at its own step.")),
+                        subset: str | None = None) -> Any:
         """A measure against training step, one line per layer, each checkpoint vs ``reference``."""
+        import dataclasses
+
         from actdb.plots import trajectory
 
-        result = gate.compute(comparison(a, None, measure, f"to_reference:{reference}", subset, None, {}))
+        pairs = "to_reference" if reference is None else f"to_reference:{reference}"
+        plan = dataclasses.replace(comparison(a, None, measure, pairs, subset, None, {}), include_reference=True)
+        result = gate.compute(plan)
         with plot_lock:
             fig = trajectory(result, measure=measure)
         return png(fig)
