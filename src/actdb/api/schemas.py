@@ -21,10 +21,16 @@ class ErrorOut(BaseModel):
 
 
 class Health(BaseModel):
+    """Liveness only: no key needed, so nothing about the store or the host."""
+
     status: Literal["ok"]
+
+
+class InfoOut(BaseModel):
+    """What the server serves (behind the API key, like the rest of /v1)."""
+
     version: str
-    store: str
-    catalog: str
+    catalog: str = Field(description="Catalog backend: duckdb or postgresql.")
     read_only: bool
 
 

@@ -69,6 +69,9 @@ def busy_error(exc: BaseException, where: str, *, holder: str = "writer") -> Sto
     )
 
 
+_WRITE_LOCKS: dict[str, Any] = {}  # DuckDB file -> this process's write lock
+_WRITE_LOCKS_GUARD = threading.Lock()
+
 WRITER_INTENT_TTL = 30.0  # seconds after which a waiting writer's note is ignored (it died)
 
 
@@ -192,19 +195,35 @@ class Catalog:
                 if held.in_transaction():
                     yield held
                     return
-                with held.begin():
+                with self._writing(write), held.begin():
                     yield held
                 return
-            conn = self._open()
-            try:
-                with conn.begin():
-                    yield conn
-            finally:
-                conn.close()
+            with self._writing(write):
+                conn = self._open()
+                try:
+                    with conn.begin():
+                        yield conn
+                finally:
+                    conn.close()
         except sa.exc.DBAPIError as exc:
             if self.dialect == "duckdb" and is_corrupt_error(exc):
                 raise corrupt_error(exc, self.where) from None
             raise
+
+    def _writing(self, write: bool) -> contextlib.AbstractContextManager[Any]:
+        """For a write transaction on a DuckDB file: this process's lock of that file.
+
+        Threads of one process share one DuckDB instance, whose optimistic concurrency
+        control fails the later of two overlapping transactions that write the same key
+        (a unique-constraint or commit conflict) instead of making it wait, as PostgreSQL
+        does. Other processes are kept out by the file lock; this keeps out the other
+        threads of this one, so a get-or-create never sees a write it cannot see yet."""
+        if not write or self.dialect != "duckdb":
+            return contextlib.nullcontext()
+        database = sa.engine.make_url(self.url).database or ":memory:"
+        key = database if database == ":memory:" else os.path.realpath(database)
+        with _WRITE_LOCKS_GUARD:
+            return _WRITE_LOCKS.setdefault(key, threading.RLock())
 
     def _open(self) -> sa.Connection:
         deadline = time.monotonic() + self.busy_timeout
@@ -246,6 +265,28 @@ class Catalog:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def insert_if_absent(conn: sa.Connection, table: sa.Table, values: dict[str, Any],
+                     key: tuple[str, ...]) -> bool:
+    """Insert one row unless a row with the same ``key`` columns (a unique constraint)
+    exists: ``INSERT ... ON CONFLICT (key) DO NOTHING``, which DuckDB and PostgreSQL both
+    run. True when this call inserted the row.
+
+    This is the race-safe half of get-or-create: two writers creating the same name at
+    once both succeed here, one inserting and one doing nothing (PostgreSQL makes the second
+    wait for the first's commit), and the transaction stays usable either way, unlike
+    catching an ``IntegrityError``, which aborts a PostgreSQL transaction. Read the row
+    afterwards in the same transaction."""
+    if conn.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:  # PostgreSQL, and DuckDB (whose SQLAlchemy dialect derives from PostgreSQL's)
+        from sqlalchemy.dialects.postgresql import insert  # type: ignore[assignment]
+
+    stmt = insert(table).values(**values).on_conflict_do_nothing(index_elements=list(key))
+    if "id" in table.c:
+        return conn.execute(stmt.returning(table.c.id)).first() is not None
+    return conn.execute(stmt).rowcount != 0
 
 
 def bulk_insert(conn: sa.Connection, table: sa.Table, data: pa.Table) -> None:

@@ -73,6 +73,11 @@ def check_revision(revision: str | None, where: str) -> None:
 def upgrade(engine: sa.Engine, revision: str = "head") -> None:
     register_duckdb()
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # Several processes opening one fresh catalog at once: the first migrates, the others
+            # wait here (a lock per schema, held until commit) and then find nothing to do.
+            # DuckDB needs none: its file lock lets one writing process in at a time.
+            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(hashtext(current_schema()), 1936)")
         command.upgrade(_config(conn), revision)
 
 

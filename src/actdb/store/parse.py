@@ -18,6 +18,19 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _SITE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 POOLINGS: tuple[str, ...] = ("token", "mean", "first", "last")
 _FLOAT_KINDS = {"float16", "float32", "float64", "bfloat16"}
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def check_utf8(value: str, what: str) -> str:
+    """``value`` when it encodes as UTF-8; else :class:`InvalidInput` naming ``what`` and the
+    first lone surrogate (a half of a UTF-16 pair, e.g. from a JSON ``"\\ud800"`` escape or a
+    file name decoded with ``surrogateescape``): no catalog can store one."""
+    match = _SURROGATE.search(value)
+    if match is not None:
+        raise InvalidInput(
+            f"{what} is not valid UTF-8 (lone surrogate U+{ord(match.group()):04X} at character "
+            f"{match.start()}); fix the source text or drop it")
+    return value
 
 
 def parse_name(value: object, what: str, *, allow_slash: bool = False) -> str:
@@ -25,6 +38,7 @@ def parse_name(value: object, what: str, *, allow_slash: bool = False) -> str:
     if not isinstance(value, str):
         raise InvalidInput(f"{what} name must be a string, got {type(value).__name__} {value!r:.60}")
     shown = repr(value) if len(value) <= 60 else repr(value[:60]) + f"... ({len(value)} chars)"
+    check_utf8(value, f"{what} name {shown}")
     if not value.strip():
         raise InvalidInput(f"{what} name must not be empty")
     if _CONTROL.search(value):

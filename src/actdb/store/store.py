@@ -24,8 +24,8 @@ import sqlalchemy as sa
 from actdb.errors import AlreadyExists, InvalidInput, NotAStore, NotFound, close_matches
 from actdb.store import arrays as A
 from actdb.store import migrate, schema as S
-from actdb.store.catalog import Catalog, bulk_insert
-from actdb.store.parse import parse_name
+from actdb.store.catalog import Catalog, bulk_insert, insert_if_absent
+from actdb.store.parse import check_utf8, parse_name
 from actdb.store.records import CheckpointInfo, DatasetInfo, ModelInfo
 from actdb.store.reps import RepsMixin
 
@@ -50,6 +50,17 @@ def dataset_hash(texts: Sequence[str], labels: Sequence[Any] | None, splits: Seq
             h.update(len(data).to_bytes(8, "little"))
             h.update(data)
     return "sha256:" + h.hexdigest()
+
+
+def weights_mismatch(model: str, checkpoint: str, stored: str, given: str) -> str:
+    """The message for new weights under a stored checkpoint's name: both hashes, and the
+    ways out (another checkpoint or model name; or delete the stored checkpoint first)."""
+    return (
+        f"checkpoint {model}/{checkpoint} is stored with weights {stored}, but these weights hash to "
+        f"{given}; stored activations are never replaced silently. Ingest the new weights under "
+        "another checkpoint name (checkpoints={'NEW': PATH} / --checkpoint NEW=PATH) or another model "
+        f"name (name= / --name), or remove checkpoint {checkpoint!r} of {model!r} from the store "
+        "first (`actdb rm`), then ingest again")
 
 
 class Store(RepsMixin):
@@ -140,12 +151,13 @@ class Store(RepsMixin):
                  "n_params": n_params, "meta": _json(meta)}
         with self.catalog.connect(write=True) as conn:
             row = conn.execute(sa.select(S.model).where(S.model.c.name == name)).mappings().first()
-            if row is None:
-                conn.execute(S.model.insert().values(name=name, created_at=now(), **given))
-            else:
-                fill = {k: v for k, v in given.items() if v is not None and row[k] is None}
-                if fill:
-                    conn.execute(S.model.update().where(S.model.c.id == row["id"]).values(**fill))
+            # insert-if-absent: a writer that loses a race to create it proceeds as if it had found it
+            if row is None and not insert_if_absent(conn, S.model, {"name": name, "created_at": now(), **given},
+                                                    ("name",)):
+                row = conn.execute(sa.select(S.model).where(S.model.c.name == name)).mappings().one()
+            fill = {} if row is None else {k: v for k, v in given.items() if v is not None and row[k] is None}
+            if fill:
+                conn.execute(S.model.update().where(S.model.c.id == row["id"]).values(**fill))
         return self.model(name)
 
     def model(self, name: str) -> ModelInfo:
@@ -169,17 +181,19 @@ class Store(RepsMixin):
         arguments; a different ``weights_hash`` for an existing name is refused."""
         name = parse_name(name, "checkpoint")
         model_info = self.add_model(model)
+        where = (S.checkpoint.c.model_id == model_info.id, S.checkpoint.c.name == name)
         with self.catalog.connect(write=True) as conn:
-            row = conn.execute(sa.select(S.checkpoint).where(
-                S.checkpoint.c.model_id == model_info.id, S.checkpoint.c.name == name)).mappings().first()
-            if row is None:
-                conn.execute(S.checkpoint.insert().values(
+            row = conn.execute(sa.select(S.checkpoint).where(*where)).mappings().first()
+            # insert-if-absent: a writer that loses a race to create it proceeds as if it had found it
+            if row is None and not insert_if_absent(conn, S.checkpoint, dict(
                     model_id=model_info.id, name=name, step=step, tokens_seen=tokens_seen,
-                    weights_hash=weights_hash, source=source, meta=_json(meta), created_at=now()))
+                    weights_hash=weights_hash, source=source, meta=_json(meta), created_at=now()),
+                    ("model_id", "name")):
+                row = conn.execute(sa.select(S.checkpoint).where(*where)).mappings().one()
+            if row is None:
+                pass  # created here
             elif weights_hash is not None and row["weights_hash"] not in (None, weights_hash):
-                raise AlreadyExists(
-                    f"checkpoint {model}/{name} is stored with weights {row['weights_hash'][:19]}..., not "
-                    f"{weights_hash[:19]}...; give the new weights another checkpoint name")
+                raise AlreadyExists(weights_mismatch(model_info.name, name, row["weights_hash"], weights_hash))
             else:
                 fill = {k: v for k, v in {"step": step, "tokens_seen": tokens_seen,
                                           "weights_hash": weights_hash, "source": source}.items()
@@ -240,17 +254,17 @@ class Store(RepsMixin):
         for i, t in enumerate(texts):
             if not isinstance(t, str):
                 raise InvalidInput(f"dataset {name!r}: text {i} is {type(t).__name__}, not str")
+            check_utf8(t, f"text {i} of dataset {name!r}")
         for what, col in (("labels", labels), ("splits", splits)):
             if col is not None and len(col) != len(texts):
                 raise InvalidInput(f"dataset {name!r}: {len(col)} {what} for {len(texts)} texts")
+            for i, v in enumerate(col or ()):
+                if v is not None:
+                    check_utf8(str(v), f"{what[:-1]} {i} of dataset {name!r}")
         content = dataset_hash(texts, labels, splits)
         existing = self._dataset_row(name)
         if existing is not None:
-            if existing.content_hash != content:
-                raise AlreadyExists(
-                    f"dataset {name!r} is already stored with other contents ({existing.content_hash[:19]}...); "
-                    "datasets are immutable: choose another name")
-            return existing
+            return self._same_dataset(existing, content)
         table = pa.table({
             "example": pa.array(range(len(texts)), pa.int32()),
             "text": pa.array(texts, pa.string()),
@@ -260,12 +274,28 @@ class Store(RepsMixin):
             if splits is not None else pa.nulls(len(texts), pa.string()),
         })
         with self.catalog.connect(write=True) as conn:
-            conn.execute(S.dataset.insert().values(name=name, content_hash=content, n_examples=len(texts),
-                                                   meta=_json(meta), created_at=now()))
-            ds_id = conn.execute(sa.select(S.dataset.c.id).where(S.dataset.c.name == name)).scalar_one()
-            table = table.add_column(0, "dataset_id", pa.array([ds_id] * len(texts), pa.int32()))
-            bulk_insert(conn, S.example, table)
+            # insert-if-absent: a writer that loses a race to create it proceeds as if it had
+            # found it (PostgreSQL makes it wait until the winner's examples are committed)
+            created = insert_if_absent(conn, S.dataset, dict(
+                name=name, content_hash=content, n_examples=len(texts), meta=_json(meta), created_at=now()),
+                ("name",))
+            row = conn.execute(sa.select(S.dataset).where(S.dataset.c.name == name)).mappings().one()
+            if created:
+                table = table.add_column(0, "dataset_id", pa.array([row["id"]] * len(texts), pa.int32()))
+                bulk_insert(conn, S.example, table)
+        if not created:
+            return self._same_dataset(DatasetInfo(row["id"], row["name"], row["content_hash"], row["n_examples"]),
+                                      content)
         return self.dataset(name)
+
+    @staticmethod
+    def _same_dataset(existing: DatasetInfo, content: str) -> DatasetInfo:
+        """``existing`` when it holds the contents hashed ``content``; datasets are immutable."""
+        if existing.content_hash != content:
+            raise AlreadyExists(
+                f"dataset {existing.name!r} is already stored with other contents ({existing.content_hash[:19]}...); "
+                "datasets are immutable: choose another name")
+        return existing
 
     def _dataset_row(self, name: str) -> DatasetInfo | None:
         cached = self._dataset_cache.get(name)  # datasets are immutable: safe to cache
