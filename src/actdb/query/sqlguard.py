@@ -78,7 +78,7 @@ _OTHER = """cast try_cast case if coalesce nullif ifnull nvl typeof collate exis
     list_avg list_min list_max list_count list_value flatten struct_extract struct_pack map_keys map_values
     json_extract json_extract_scalar json_extract_string json_extract_path json_extract_path_text
     json_array_length json_keys json_valid json_type j_s_o_n_object to_json
-    row struct unnest explode dissim"""
+    map var_map row struct unnest explode dissim"""
 #: Functions a query may call.
 FUNCTIONS = frozenset(" ".join([_AGGREGATES, _WINDOW, _MATH, _STRING, _DATE, _OTHER]).split())
 
