@@ -24,7 +24,6 @@ Loading
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import hashlib
 import os
 import pickle
@@ -344,12 +343,54 @@ def tokenizer_hash(tokenizer: Any) -> str:
 
 
 # ----------------------------------------------------------------------- sites
+def site_glob(pattern: str) -> re.Pattern[str]:
+    """A module-path glob as a regex: ``*`` matches within one dotted part, ``**`` across
+    parts (any number of them), ``?`` one character of a part, ``[abc]`` a character class.
+    ``encoder.layer.*.output.dense`` matches ``encoder.layer.3.output.dense`` but not
+    ``encoder.layer.3.attention.output.dense``; ``**.output.dense`` matches both."""
+    out, i = [], 0
+    while i < len(pattern):
+        c = pattern[i]
+        if pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+            continue
+        if c == "*":
+            out.append("[^.]*")
+        elif c == "?":
+            out.append("[^.]")
+        elif c == "[":
+            end = pattern.find("]", i + 1)
+            if end == -1:
+                out.append(re.escape(c))
+            else:
+                body = pattern[i + 1:end]
+                out.append("[" + ("^" + re.escape(body[1:]) if body.startswith("!") else re.escape(body)) + "]")
+                i = end
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return re.compile("".join(out) + r"\Z")
+
+
+def match_modules(pattern: str, names: Sequence[str], prefix: str = "") -> list[str]:
+    """Module names matching a site glob, in model order; a glob may omit the base-model
+    prefix (``layers.3.mlp`` for ``gpt_neox.layers.3.mlp``)."""
+    rx = site_glob(pattern)
+    found = [n for n in names if rx.match(n)]
+    if not found and prefix:
+        rx = site_glob(f"{prefix}.{pattern}")
+        found = [n for n in names if rx.match(n)]
+    return found
+
+
 def resolve_sites(loaded: LoadedModel, patterns: str | Iterable[str]) -> list[Site]:
     """Sites matching ``patterns`` in order, deduplicated.
 
     ``hidden.*`` -> ``hidden.0`` .. ``hidden.L``; ``hidden.N``; ``hidden.-1`` (= ``hidden.L``);
-    anything else is a module path or glob (``*.mlp.act``) over the model's module names;
-    a glob may omit the base-model prefix (``layers.3.mlp`` for ``gpt_neox.layers.3.mlp``).
+    anything else is a module path or glob over the model's module names (:func:`site_glob`:
+    ``*`` within one dotted part, ``**`` across parts); a glob may omit the base-model
+    prefix (``layers.3.mlp`` for ``gpt_neox.layers.3.mlp``). ``actdb sites MODEL`` lists them.
     """
     if isinstance(patterns, str):
         patterns = [patterns]
@@ -368,15 +409,73 @@ def resolve_sites(loaded: LoadedModel, patterns: str | Iterable[str]) -> list[Si
         if pattern.startswith("hidden."):
             raise InvalidInput(f"site {pattern!r} is not valid: use hidden.* or hidden.N with N in "
                                f"-{loaded.n_layers + 1}..{loaded.n_layers}")
-        matches = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
-        if not matches and prefix:
-            matches = [n for n in names if fnmatch.fnmatchcase(n, f"{prefix}.{pattern}")]
+        matches = match_modules(pattern, names, prefix)
         if not matches:
             raise NotFound(f"site {pattern!r} matches no module of {loaded.architecture}; "
-                           f"{_near(pattern, names)}. Sites are hidden.* / hidden.N or module paths")
+                           f"{_near(pattern, names, prefix)}. Sites are hidden.* / hidden.N or module paths "
+                           "('*' matches within one dotted part, '**' across parts); list them with "
+                           f"`actdb sites {loaded.source}`")
         for n in matches:
             out.setdefault(n, Site(n, "module", module=n))
     return list(out.values())
+
+
+SAMPLE_TEXT = "The quick brown fox jumps over the lazy dog."
+
+
+def list_sites(loaded: LoadedModel, text: str = SAMPLE_TEXT) -> list[dict[str, Any]]:
+    """Every site of ``loaded`` that ingest can store, from one forward pass on ``text``.
+
+    One row per site, in model order: ``site`` (``hidden.N``, then module paths),
+    ``layer`` (the number stored with it and filtered by ``layer=``: ``hidden.N`` -> N; a
+    module inside block k, path index k counted from 0, -> k + 1, the block's output being
+    ``hidden.k+1``; modules outside the blocks -> None), ``dim`` (the stored width),
+    ``shape`` (the output's shape on ``text``: ``(1, tokens, ...)``) and ``module`` (its
+    class). Modules whose output is not one row per token (pooled heads, rotary tables) are
+    left out: they cannot be stored per token.
+    """
+    import torch
+
+    from actdb.store.parse import layer_of_site
+
+    enc = loaded.tokenizer(text, return_tensors="pt")
+    ids, mask = enc["input_ids"].to(loaded.device), enc["attention_mask"].to(loaded.device)
+    n_tok = int(ids.shape[1])
+    shapes: dict[str, tuple[int, ...]] = {}
+    kinds: dict[str, str] = {}
+    handles = []
+    for name, module in loaded.model.named_modules():
+        if not name:
+            continue
+        kinds[name] = type(module).__name__
+
+        def hook(mod: Any, args: Any, out: Any, n: str = name) -> None:
+            t = _first_tensor(out)
+            if t is not None and n not in shapes:
+                shapes[n] = tuple(int(x) for x in t.shape)
+
+        handles.append(module.register_forward_hook(hook))
+    try:
+        with torch.inference_mode():
+            forward(loaded, ids, mask)
+    finally:
+        for h in handles:
+            h.remove()
+    width = loaded.hidden_size
+    rows: list[dict[str, Any]] = [
+        {"site": f"hidden.{k}", "layer": k, "dim": width, "shape": str((1, n_tok, width)),
+         "module": "embeddings (input of block 0)" if k == 0 else f"output of block {k - 1} (0-based)"}
+        for k in range(loaded.n_layers + 1)]
+    for name in loaded.module_names():
+        shape = shapes.get(name)
+        if shape is None or len(shape) < 3 or shape[:2] != (1, n_tok):
+            continue
+        dim = 1
+        for x in shape[2:]:
+            dim *= x
+        rows.append({"site": name, "layer": layer_of_site(name), "dim": dim, "shape": str(shape),
+                     "module": kinds[name]})
+    return rows
 
 
 def _hidden_layers(token: str, n_layers: int, pattern: str) -> list[int]:
@@ -394,15 +493,43 @@ def _base_prefix(loaded: LoadedModel) -> str:
     return str(model.base_model_prefix) if model.base_model is not model else ""
 
 
-def _near(pattern: str, names: Sequence[str]) -> str:
-    """Module names close to a pattern: same-depth names sharing its first segment, or fuzzy matches."""
-    literal = pattern.replace("*", "").replace("?", "")
-    close = close_matches(literal or pattern, names, n=8)
-    if close.startswith("did you mean"):
-        return "modules near it: " + close.removeprefix("did you mean ").rstrip("?")
-    head = pattern.split(".")[0]
-    same = [n for n in names if n.split(".")[0] == head][:8] or [n for n in names if "." not in n]
-    return "modules near it: " + ", ".join(repr(n) for n in same[:8]) + f" ({len(names)} modules in all)"
+# names the same part goes by in different architectures (suggestions only)
+_SYNONYMS = (("mlp", "intermediate", "ffn", "feed_forward", "fc"), ("act", "activation", "act_fn", "gelu"),
+             ("attn", "attention", "self_attn"), ("ln", "norm", "layernorm"), ("out", "output", "o_proj", "dense"))
+
+
+def _synonyms(part: str) -> set[str]:
+    low = part.lower().strip("*?")
+    words = {low}
+    for group in _SYNONYMS:
+        if any(w == low or (len(w) > 2 and w in low) for w in group):
+            words |= set(group)
+    return words
+
+
+def _near(pattern: str, names: Sequence[str], prefix: str = "") -> str:
+    """What to suggest for a glob that matches nothing: the ``**`` form when a part-crossing
+    ``*`` was meant, else the module paths closest to it (same depth and shape first)."""
+    import difflib
+
+    if "*" in pattern and "**" not in pattern:
+        wide = pattern.replace("*", "**")
+        found = match_modules(wide, names, prefix)
+        if found:
+            return (f"'*' matches within one dotted part; {wide!r} (across parts) matches {len(found)} module(s): "
+                    + ", ".join(repr(n) for n in found[:4]) + (" ..." if len(found) > 4 else ""))
+    literal = [p for p in pattern.split(".") if p.strip("*?[]!")]
+    generics = list(dict.fromkeys(re.sub(r"\.\d+(?=\.|$)", ".*", n) for n in names))  # one per block shape
+
+    def score(generic: str) -> float:
+        tail = ".".join(generic.split(".")[-len(literal):]) if literal else generic
+        text = ".".join(literal)
+        hits = sum(any(word in generic.lower() for word in _synonyms(part)) for part in literal)
+        return hits / max(1, len(literal)) + 0.5 * max(difflib.SequenceMatcher(None, text, tail).ratio(),
+                                                       difflib.SequenceMatcher(None, pattern, generic).ratio())
+
+    seen = sorted(generics, key=score, reverse=True)[:8]
+    return "closest module paths: " + ", ".join(repr(g) for g in seen) + f" ({len(names)} modules in all)"
 
 
 # -------------------------------------------------------------------- running
@@ -592,7 +719,7 @@ def output_agreement(logits_a: Any, logits_b: Any, attention_mask: Any = None) -
 
 
 __all__ = [
-    "LoadedModel", "Site", "capture", "check_model_folder", "forward", "load_model", "mask_tokens",
-    "masked_lm_loss", "next_token_loss", "output_agreement", "parse_device", "resolve_sites", "run_tail",
+    "LoadedModel", "Site", "capture", "check_model_folder", "forward", "list_sites", "load_model", "mask_tokens",
+    "masked_lm_loss", "next_token_loss", "output_agreement", "parse_device", "resolve_sites", "run_tail", "site_glob",
     "tokenizer_hash", "weights_hash",
 ]

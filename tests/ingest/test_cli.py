@@ -31,7 +31,7 @@ def test_ingest_sweep_then_noop(tmp_path: Path, gpt2_sweep: Path, corpus: list[s
     texts.write_text("\n".join(corpus[:20]) + "\n", encoding="utf-8")
     store = str(tmp_path / "s")
     args = ["ingest", store, "--model", "gpt2-tiny", "--dataset", "docs", "--texts", str(texts),
-            "--checkpoints-dir", str(gpt2_sweep), "--site", "hidden.1", "--site", "*.mlp.act",
+            "--checkpoints-dir", str(gpt2_sweep), "--site", "hidden.1", "--site", "**.mlp.act",
             "--pooling", "token,mean", "--batch-size", "8", "--quiet"]
     code, out, err = cli(capsys, *args)
     assert code == 0, err

@@ -41,7 +41,7 @@ def _stored(db: Any) -> dict[tuple[str, str], tuple[np.ndarray, str | None]]:
 
 def test_sigkill_then_resume_is_byte_identical(tmp_path: Path, neox_sweep: Path) -> None:
     model = neox_sweep / "checkpoint-8"
-    common = (240, "--chunk-bytes", 4096, "--sites", "hidden.*,*.mlp.act")
+    common = (240, "--chunk-bytes", 4096, "--sites", "hidden.*,**.mlp.act")
     killed_store, clean_store = tmp_path / "killed", tmp_path / "clean"
 
     proc = _child(killed_store, model, *common, announce=True)
@@ -88,7 +88,7 @@ def test_doubling_the_dataset_does_not_raise_peak_memory(tmp_path: Path, neox_sw
     # Cheap to run, wide to store: 2 MLP activations of width 2048 per token.
     folder = make_sweep("gpt_neox", tmp_path / "wide", corpus[:64], steps=(1,), width=32, mlp=2048)
     model = folder / "checkpoint-1"
-    opts = ("--chunk-bytes", 65536, "--max-length", 32, "--batch-size", 32, "--sites", "*.mlp.act")
+    opts = ("--chunk-bytes", 65536, "--max-length", 32, "--batch-size", 32, "--sites", "**.mlp.act")
     small = _finish(_child(tmp_path / "s1", model, 1000, *opts))
     large = _finish(_child(tmp_path / "s2", model, 2000, *opts))
     # what holding the extra activations would cost, even in stored float16

@@ -134,7 +134,7 @@ def test_module_sites(store: Any, minilm: Path, corpus: list[str]) -> None:
 
 
 def test_neox_checkpoint_folder_sweep(store: Any, neox_sweep: Path, corpus: list[str]) -> None:
-    result = run(store, neox_sweep, "docs", texts=corpus[:50], name="pythia-tiny", sites=["hidden.*", "*.mlp.act"],
+    result = run(store, neox_sweep, "docs", texts=corpus[:50], name="pythia-tiny", sites=["hidden.*", "**.mlp.act"],
                  pooling=("token", "last"), batch_size=8, quiet=True)
     assert [c.checkpoint for c in result.checkpoints] == ["checkpoint-0", "checkpoint-4", "checkpoint-8"]
     assert [c.step for c in store.checkpoints("pythia-tiny")] == [0, 4, 8]

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -27,7 +30,8 @@ def ingest(
         help="Folder whose checkpoint-*/step* subfolders are the checkpoints.")] = None,
     revision: Annotated[Optional[str], typer.Option(help="Hub revision of --model (one checkpoint).")] = None,
     site: Annotated[Optional[list[str]], typer.Option(
-        "--site", "-s", help="hidden.*, hidden.N, hidden.-1 or a module path/glob; repeatable. Default hidden.*")] = None,
+        "--site", "-s", help="hidden.*, hidden.N, hidden.-1 or a module path/glob ('*' within one dotted part, "
+        "'**' across parts; see `actdb sites MODEL`); repeatable. Default hidden.*")] = None,
     pooling: Annotated[str, typer.Option(help="Comma-separated: token, mean, first, last.")] = "token",
     batch_size: Annotated[int, typer.Option(help="Texts per forward pass (keep it when resuming).")] = 32,
     max_length: Annotated[Optional[int], typer.Option(help="Tokens per text; longer texts are truncated.")] = None,
@@ -35,6 +39,8 @@ def ingest(
     dtype: Annotated[str, typer.Option(help="Stored dtype: float16, bfloat16 or float32.")] = "float16",
     model_dtype: Annotated[Optional[str], typer.Option(help="Compute dtype (default: the checkpoint's).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Load the (first) model, print the sites the "
+                                          "--site patterns match, and stop: nothing is written.")] = False,
 ) -> None:
     """Run a transformers model (or a checkpoint sweep) over a dataset and store its activations.
 
@@ -42,17 +48,56 @@ def ingest(
 
     Examples:
       actdb ingest ./store --model ./minilm --dataset docs --texts docs.txt --pooling token,mean
-      actdb ingest ./store --model pythia-tiny --dataset docs --checkpoints-dir ./runs --site 'hidden.*' --site '*.mlp.act'
+      actdb ingest ./store --model pythia-tiny --dataset docs --checkpoints-dir ./runs --site 'hidden.*' --site '**.mlp.act'
+      actdb ingest ./store --model ./minilm --dataset docs --texts docs.txt --site 'encoder.layer.*.output.dense' --dry-run
+
+    Site globs: '*' matches within one dotted part, '**' across parts (list a model's sites
+    with `actdb sites MODEL`). The matched sites are printed before the run starts.
     """
     if checkpoint and checkpoints_dir:
         raise usage_error("give either --checkpoint (repeatable) or --checkpoints-dir, not both")
     checkpoints: object = checkpoint or (checkpoints_dir if checkpoints_dir else None)
-    db = open_store(store, read_only=False)
+
+    def show(sites: list) -> None:  # type: ignore[type-arg]
+        if dry_run or not quiet:
+            names = [s.name for s in sites]
+            typer.echo(f"{len(names)} site(s) matched: {', '.join(names)}", err=not dry_run)
+        if dry_run:
+            raise _DryRun
+
+    with _store_for(store, dry_run) as db:
+        try:
+            result = db.ingest(model, dataset, texts=texts, text_column=text_column, label_column=label_column,
+                               name=name, checkpoints=checkpoints, revision=revision, sites=site or ["hidden.*"],
+                               pooling=pooling, batch_size=batch_size, max_length=max_length, device=device,
+                               dtype=dtype, model_dtype=model_dtype, quiet=quiet, on_sites=show)
+        except _DryRun:
+            typer.echo(f"dry run: nothing written to {store}")
+            return
+    typer.echo(result.summary())
+
+
+class _DryRun(Exception):
+    """Stops an ingest once its sites are printed (raised before anything is written)."""
+
+
+@contextmanager
+def _store_for(store: Path, dry_run: bool) -> Iterator[Any]:
+    """The store to ingest into: opened for writing; for a dry run, read-only when it
+    exists, else a throwaway empty store (so a dry run creates nothing at STORE)."""
+    if not dry_run:
+        db = open_store(store, read_only=False)
+    elif (store / "actdb.json").is_file():
+        db = open_store(store, read_only=True)
+    else:
+        with tempfile.TemporaryDirectory(prefix="actdb-dry-run-") as tmp:
+            db = open_store(Path(tmp) / "store", read_only=False)
+            try:
+                yield db
+            finally:
+                db.close()
+        return
     try:
-        result = db.ingest(model, dataset, texts=texts, text_column=text_column, label_column=label_column,
-                           name=name, checkpoints=checkpoints, revision=revision, sites=site or ["hidden.*"],
-                           pooling=pooling, batch_size=batch_size, max_length=max_length, device=device,
-                           dtype=dtype, model_dtype=model_dtype, quiet=quiet)
+        yield db
     finally:
         db.close()
-    typer.echo(result.summary())

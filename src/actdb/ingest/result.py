@@ -88,6 +88,7 @@ class IngestResult:
             skipped = [c.checkpoint for c in self.checkpoints if c.status == "up-to-date"]
             if skipped:
                 lines.append("already stored: " + ", ".join(skipped))
+        lines.append("sites: " + ", ".join(self.sites))  # what the patterns matched
         for name, dup in self.duplicates:
             lines.append(f"note: checkpoint {name} has the same weights as {dup}")
         return "\n".join(lines)

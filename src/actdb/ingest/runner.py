@@ -20,7 +20,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -101,7 +101,8 @@ def run(db: Store, model: str | os.PathLike[str], dataset: Any, *, checkpoints: 
         batch_size: int = 32, max_length: int | None = None, device: str = "cpu", dtype: str = "float16",
         texts: Any = None, text_column: str = "text", label_column: str | None = None,
         name: str | None = None, tokenizer: Any = None, model_dtype: str | None = None,
-        revision: str | None = None, quiet: bool = False) -> IngestResult:
+        revision: str | None = None, quiet: bool = False,
+        on_sites: Callable[[list[Site]], None] | None = None) -> IngestResult:
     """Run ``model`` (or each of its ``checkpoints``) over ``dataset`` and store the activations.
 
     ``model``: a local model folder or a hub id (offline: in the local cache), or a
@@ -118,6 +119,8 @@ def run(db: Store, model: str | os.PathLike[str], dataset: Any, *, checkpoints: 
     (float16, bfloat16, float32); ``model_dtype``: compute dtype (default: the
     checkpoint's). Re-running a finished ingest writes nothing; an interrupted one
     resumes (same ``batch_size`` for identical bytes). Empty texts are refused.
+    ``on_sites``: called with the matched sites once they are known, before anything is
+    written or run (the CLI prints them; raising from it stops the ingest there).
     """
     started = time.perf_counter()
     poolings = parse_poolings(pooling)
@@ -160,6 +163,8 @@ def run(db: Store, model: str | os.PathLike[str], dataset: Any, *, checkpoints: 
     model_name = parse_name(name or default_model_name(model_source), "model", allow_slash=True)
     first = load_model(specs[0].source, specs[0].revision, device, model_dtype, tokenizer=tokenizer)
     first_sites = resolve_sites(first, patterns)
+    if on_sites is not None:
+        on_sites(first_sites)
     ml = effective_max_length(first.tokenizer, first.config, max_length)
     tok_hash = tokenizer_hash(first.tokenizer)
     table = tokenize(first.tokenizer, text_list, ml)
