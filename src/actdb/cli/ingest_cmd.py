@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -59,7 +60,7 @@ def ingest(
     checkpoints: object = checkpoint or (checkpoints_dir if checkpoints_dir else None)
 
     def show(sites: list) -> None:  # type: ignore[type-arg]
-        if dry_run or not quiet:
+        if dry_run or (not quiet and sys.stderr.isatty()):  # like the progress bar; the summary lists them too
             names = [s.name for s in sites]
             typer.echo(f"{len(names)} site(s) matched: {', '.join(names)}", err=not dry_run)
         if dry_run:
