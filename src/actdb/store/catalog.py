@@ -21,7 +21,7 @@ import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
-from actdb.errors import CorruptStore, ReadOnly, StoreBusy
+from actdb.errors import CorruptStore, InvalidInput, NotAStore, ReadOnly, StoreBusy
 
 _LOCK_PATTERNS = ("Could not set lock", "Conflicting lock", "database is locked", "lock on file")
 _CORRUPT_PATTERNS = ("not a valid DuckDB database file", "Could not read enough bytes", "Corrupt database file",
@@ -29,16 +29,107 @@ _CORRUPT_PATTERNS = ("not a valid DuckDB database file", "Could not read enough 
 _PID = re.compile(r"PID (\d+)")
 
 
+# A PostgreSQL schema name actdb accepts: a plain (unquoted, lowercase) identifier, so that
+# the name in the URL, in ``search_path`` and in ``psql -c 'SELECT * FROM name.reps'`` is one name.
+_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+_OPTIONS_SEARCH_PATH = re.compile(r"(?:-c\s*|--)search_path=(\S+)")
+
+
+def parse_schema(value: object) -> str:
+    """A PostgreSQL schema name from a catalog URL's ``?schema=``: a plain identifier."""
+    if (not isinstance(value, str) or not _SCHEMA_NAME.fullmatch(value) or value.startswith("pg_")
+            or value == "information_schema"):
+        raise InvalidInput(
+            f"PostgreSQL schema {value!r:.100} in the catalog URL is not a plain identifier: use at most 63 "
+            "lowercase letters, digits and underscores, starting with a letter or underscore and not with "
+            "'pg_' (e.g. ?schema=team_a)")
+    return value
+
+
+def _parse_url(url: str | sa.URL) -> sa.URL:
+    """``url`` parsed; an empty ``?schema=`` (which parsing would drop) is refused."""
+    if isinstance(url, str) and re.search(r"[?&]schema=(?:&|$)", url):
+        parse_schema("")
+    return sa.engine.make_url(url)
+
+
+def catalog_schema(url: str | sa.URL) -> str | None:
+    """The PostgreSQL schema a catalog URL names: ``?schema=NAME``, or the first entry of
+    ``?options=-csearch_path=NAME`` (libpq's form); None when it names none (the
+    server's default search_path, usually ``public``) or is not PostgreSQL."""
+    u = _parse_url(url)
+    if u.get_backend_name() != "postgresql":
+        return None
+    if "schema" in u.query:
+        return parse_schema(u.query["schema"])
+    options = u.query.get("options")
+    found = _OPTIONS_SEARCH_PATH.search(options) if isinstance(options, str) else None
+    if found is None:
+        return None
+    first = found.group(1).split(",")[0].strip()
+    if first.startswith('"') and first.endswith('"') and len(first) > 1:
+        return first[1:-1].replace('""', '"')
+    return first.lower()  # an unquoted name folds to lowercase, as PostgreSQL reads it
+
+
+def connect_url(url: str) -> sa.URL:
+    """The URL handed to SQLAlchemy: ``?schema=NAME`` (actdb's, not a libpq parameter)
+    becomes ``options=-csearch_path=NAME``, so every connection of the catalog (and of
+    psycopg under it) works in that schema."""
+    u = _parse_url(url)
+    if "schema" not in u.query:
+        return u
+    if u.get_backend_name() != "postgresql":
+        raise InvalidInput(f"?schema= in catalog URL {u.render_as_string(hide_password=True)!r} applies to "
+                           "PostgreSQL catalogs only; remove it")
+    schema = parse_schema(u.query["schema"])
+    options = u.query.get("options", "")
+    if not isinstance(options, str) or _OPTIONS_SEARCH_PATH.search(options):
+        raise InvalidInput(f"catalog URL {u.render_as_string(hide_password=True)!r} names its schema twice "
+                           "(?schema= and options=-csearch_path=); give it once, as ?schema=NAME")
+    options = f"{options} -csearch_path={schema}".strip()
+    return u.difference_update_query(["schema"]).update_query_dict({"options": options})
+
+
+def ensure_schema(engine: sa.Engine, schema: str, *, create: bool, where: str) -> None:
+    """Make sure the PostgreSQL schema of a catalog exists: created when missing and
+    ``create`` (a new store in a shared database), else :class:`NotAStore`."""
+    with engine.connect() as conn:
+        found = conn.exec_driver_sql("SELECT 1 FROM pg_namespace WHERE nspname = %(s)s", {"s": schema}).first()
+        if found is not None:
+            return
+        if not create:
+            database = engine.url.database
+            raise NotAStore(f"the PostgreSQL database {database!r} has no schema {schema!r}, so store {where} "
+                            "has no catalog there yet; open it once for writing (e.g. `actdb init`) to create it")
+        try:
+            conn.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+            conn.commit()
+        except sa.exc.ProgrammingError as exc:
+            conn.rollback()
+            if "permission denied" not in str(exc):
+                raise
+            user = conn.exec_driver_sql("SELECT current_user").scalar()
+            raise InvalidInput(
+                f"PostgreSQL user {user!r} may not create schema {schema!r} in database "
+                f"{engine.url.database!r} ({str(exc.orig).splitlines()[0]}); ask a DBA to run "
+                f'CREATE SCHEMA "{schema}" AUTHORIZATION "{user}", then open the store again') from None
+        except sa.exc.IntegrityError:  # a concurrent first open created it meanwhile
+            conn.rollback()
+
+
 def make_engine(url: str, *, read_only: bool) -> sa.Engine:
-    """An engine for a catalog URL (``duckdb:///path`` or any SQLAlchemy URL)."""
+    """An engine for a catalog URL (``duckdb:///path`` or any SQLAlchemy URL; a PostgreSQL
+    URL may name its schema with ``?schema=NAME``, see :func:`connect_url`)."""
     if url.startswith("duckdb"):
+        connect_url(url)  # refuses ?schema=, which DuckDB would take for a setting
         config: dict[str, Any] = {}
         if read_only:
             config["read_only"] = True
         return sa.create_engine(url, poolclass=NullPool, connect_args=config)
     # No pool: connections live for one transaction (or one session), so a dropped
     # Database never leaves sockets open behind it.
-    engine = sa.create_engine(url, poolclass=NullPool)
+    engine = sa.create_engine(connect_url(url), poolclass=NullPool)
     if read_only:
         @sa.event.listens_for(engine, "begin")
         def _read_only(conn: sa.Connection) -> None:
@@ -165,6 +256,10 @@ class Catalog:
         self.engine = make_engine(url, read_only=read_only)
         self.dialect = self.engine.dialect.name
         self._local = threading.local()
+        #: the PostgreSQL schema the catalog lives in, when its URL names one
+        self.schema = catalog_schema(url)
+        if self.schema is not None:
+            ensure_schema(self.engine, self.schema, create=not read_only, where=where)
 
     @contextlib.contextmanager
     def session(self) -> Iterator[None]:
