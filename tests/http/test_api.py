@@ -220,7 +220,7 @@ def test_read_only_server_computes_but_caches_nothing(tmp_path):
     store = make_store(tmp_path / "ro", warm=False)
     for srv in serve(store, read_only=True):
         with srv.client() as c:
-            assert c.get("/healthz").json()["read_only"] is True
+            assert c.get("/v1/info").json()["read_only"] is True
             rows = c.post("/v1/compare", json={"a": "checkpoint=final,layer=0:2"}).json()["rows"]
             assert len(rows) == 4 and not any(r["cached"] for r in rows)
             assert c.get("/v1/results").json()["total"] == 0
@@ -255,7 +255,8 @@ def test_actdb_serve_command_with_key_from_environment(tmp_path):
         assert httpx.get(url + "/v1/results").status_code == 401
         r = httpx.get(url + "/v1/results", headers={"X-API-Key": "from-env"}, params={"measure": "procrustes"})
         assert r.status_code == 200 and r.json()["total"] == 10  # 4 x 4 pairs, symmetric: stored once
-        assert httpx.get(url + "/docs").status_code == 200
+        assert httpx.get(url + "/docs").status_code == 401  # the docs follow the API's key rule
+        assert httpx.get(url + "/docs", headers={"X-API-Key": "from-env"}).status_code == 200
     finally:
         proc.terminate()
         proc.communicate(timeout=30)

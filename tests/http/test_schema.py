@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 OPERATIONS = [
-    ("GET", "/healthz"), ("GET", "/v1/models"), ("GET", "/v1/checkpoints"), ("GET", "/v1/reps"),
+    ("GET", "/healthz"), ("GET", "/v1/info"), ("GET", "/v1/models"), ("GET", "/v1/checkpoints"), ("GET", "/v1/reps"),
     ("POST", "/v1/compare"), ("GET", "/v1/results"), ("POST", "/v1/sql"), ("GET", "/v1/plot/heatmap.png"),
     ("GET", "/v1/plot/trajectory.png"),
 ]
@@ -35,7 +35,7 @@ def schema_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
 
 @pytest.fixture(scope="module")
 def api_schema(schema_server: Served):  # type: ignore[no-untyped-def]
-    return schemathesis.openapi.from_url(schema_server.url + "/openapi.json")
+    return schemathesis.openapi.from_url(schema_server.url + "/openapi.json", headers={"X-API-Key": API_KEY})
 
 
 def test_every_operation_is_fuzzed(api_schema):  # type: ignore[no-untyped-def]
