@@ -217,11 +217,14 @@ def test_float16_underflow_is_counted_and_warned(tmp_path):
     with pytest.warns(UnderflowWarning, match=r"201 of 1000 values \(20\.10%\) at site 'hidden\.0'.*float32"):
         db.write_rep("m", "c", "d", "hidden.0", x, pooling="mean")
     assert np.count_nonzero(db.read_rep(1).to_numpy()[:, :2]) == 0
+    import zarr
+
+    assert zarr.open_array(db.arrays_location, path="reps/000000001", mode="r").attrs["actdb_n_underflow"] == 201
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         db.write_rep("m", "c", "d", "hidden.1", x, pooling="mean", dtype="float32")  # 1e-40 survives as subnormal
         y = np.random.default_rng(5).standard_normal((100, 20))
-        y[0, 0] = 1e-8  # one value in 2,000: below the warning's share (0.1%)
+        y[0, :15] = 1e-8  # 15 values in 2,000 (0.75%): below the warning's share (1%)
         db.write_rep("m", "c", "d", "hidden.2", y, pooling="mean")
     db.close()
 

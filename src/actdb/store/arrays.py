@@ -171,9 +171,13 @@ def create_array(root: zarr.storage.StoreLike, rep_id: int, *, n_rows: int, dim:
     return arr
 
 
-def seal(array: zarr.Array, chunk_checksums: list[int]) -> None:
-    """Record the per-chunk checksums of a fully written array (see :mod:`actdb.store.checksums`)."""
-    array.attrs.update({CRC_ATTR: [int(v) for v in chunk_checksums]})
+def seal(array: zarr.Array, chunk_checksums: list[int], *, underflow: int | None = None) -> None:
+    """Record the per-chunk checksums of a fully written array (see :mod:`actdb.store.checksums`)
+    and, when known, how many non-zero values were stored as zero (``actdb_n_underflow``)."""
+    attrs: dict[str, Any] = {CRC_ATTR: [int(v) for v in chunk_checksums]}
+    if underflow is not None:
+        attrs["actdb_n_underflow"] = int(underflow)
+    array.attrs.update(attrs)
 
 
 def _codec_key(codec: Any) -> tuple[str, Any, Any]:
