@@ -166,6 +166,30 @@ class Database(Store):
 
         return verify(self, repair=repair)
 
+    def rm(self, *, model: Any = None, checkpoint: Any = None, dataset: Any = None, site: Any = None,
+           rep: Any = None, yes: bool = False) -> Any:
+        """Remove reps (model, checkpoint, dataset, site: names or globs; rep: ids), the
+        cached results and moments that refer to them, and the checkpoints, models or
+        datasets the filters name as a whole. Without ``yes=True`` nothing is deleted and
+        the returned :class:`~actdb.store.prune.Removal` is the plan; see
+        :func:`actdb.store.prune.remove`."""
+        from actdb.store.prune import remove
+
+        return remove(self, model=model, checkpoint=checkpoint, dataset=dataset, site=site, rep=rep, yes=yes)
+
+    def clear_cache(self, *, measure: Any = None) -> Any:
+        """Delete cached measure values (of ``measure`` only, when given) and, with no
+        measure named, the cached per-rep moments; returns what was cleared."""
+        from actdb.store.prune import clear_cache
+
+        return clear_cache(self, measure=measure)
+
+    def du(self, *, by: str = "checkpoint") -> list[dict[str, Any]]:
+        """Disk usage: array bytes by model, checkpoint or site, the catalog, the caches."""
+        from actdb.store.prune import disk_usage
+
+        return disk_usage(self, by=by)
+
     def migrate(self) -> str:
         """Upgrade the catalog to this actdb's schema head (opening does it too)."""
         from actdb.store import migrate

@@ -22,7 +22,7 @@ def _load_optional_commands() -> None:
     """Command groups whose modules may pull heavy imports register lazily here."""
     import importlib
 
-    for name in ("ingest_cmd", "query_cmds", "serve_cmd", "demo_cmd", "attach_cmds", "sites_cmd"):
+    for name in ("ingest_cmd", "query_cmds", "serve_cmd", "demo_cmd", "attach_cmds", "sites_cmd", "prune_cmds"):
         try:
             importlib.import_module(f"actdb.cli.{name}")
         except ModuleNotFoundError as exc:
