@@ -25,7 +25,7 @@ from actdb.errors import AlreadyExists, InvalidInput, NotAStore, NotFound, close
 from actdb.store import arrays as A
 from actdb.store import migrate, schema as S
 from actdb.store.catalog import Catalog, bulk_insert, insert_if_absent
-from actdb.store.parse import check_utf8, parse_name
+from actdb.store.parse import check_text, check_utf8, parse_name
 from actdb.store.records import CheckpointInfo, DatasetInfo, ModelInfo
 from actdb.store.reps import RepsMixin
 
@@ -41,15 +41,28 @@ def _json(value: Any) -> str | None:
     return None if value is None else json.dumps(value, sort_keys=True, default=str)
 
 
-def dataset_hash(texts: Sequence[str], labels: Sequence[Any] | None, splits: Sequence[Any] | None) -> str:
-    """Content hash of a dataset: texts, labels and splits in order (sha256, length-prefixed)."""
+def dataset_hash(texts: Sequence[str]) -> str:
+    """Content hash of a dataset: its texts in order (sha256 over length-prefixed parts).
+
+    The identity two stores compare rep against rep. Labels and splits are annotations that
+    may differ between stores or be added later; they do not enter it (revision 0004; each
+    text is still followed by two empty parts, so hashes of unlabelled datasets stay as they
+    were before)."""
     h = hashlib.sha256()
-    for i, text in enumerate(texts):
-        for part in (text, None if labels is None else labels[i], None if splits is None else splits[i]):
-            data = b"\xff" if part is None else str(part).encode("utf-8")
+    for text in texts:
+        for data in (text.encode("utf-8"), b"\xff", b"\xff"):
             h.update(len(data).to_bytes(8, "little"))
             h.update(data)
     return "sha256:" + h.hexdigest()
+
+
+def _annotation(values: Sequence[Any] | None) -> list[str | None] | None:
+    return None if values is None else [None if v is None else str(v) for v in values]
+
+
+def _first_difference(have: Sequence[Any], given: Sequence[Any]) -> str:
+    i = next(i for i, (a, b) in enumerate(zip(have, given)) if a != b)
+    return f"{i}: {have[i]!r} stored, {given[i]!r} given"
 
 
 def weights_mismatch(model: str, checkpoint: str, stored: str, given: str) -> str:
@@ -61,6 +74,13 @@ def weights_mismatch(model: str, checkpoint: str, stored: str, given: str) -> st
         "another checkpoint name (checkpoints={'NEW': PATH} / --checkpoint NEW=PATH) or another model "
         f"name (name= / --name), or remove checkpoint {checkpoint!r} of {model!r} from the store "
         "first (`actdb rm`), then ingest again")
+
+
+def _lookup(name: object, what: str) -> None:
+    """A name to look up: one that no catalog can hold (a lone surrogate) is InvalidInput
+    here, not a driver's encoding error."""
+    if isinstance(name, str):
+        check_utf8(name, f"{what} name {name!r:.80}")
 
 
 class Store(RepsMixin):
@@ -161,6 +181,7 @@ class Store(RepsMixin):
         return self.model(name)
 
     def model(self, name: str) -> ModelInfo:
+        _lookup(name, "model")
         with self.catalog.connect() as conn:
             row = conn.execute(sa.select(S.model).where(S.model.c.name == name)).mappings().first()
             if row is None:
@@ -225,6 +246,7 @@ class Store(RepsMixin):
     def checkpoints(self, model: str | None = None) -> list[CheckpointInfo]:
         """Checkpoints (of one model, or all), ordered by model then step; each names the
         earlier checkpoint of the same model with identical weights, if any."""
+        _lookup(model, "model")
         if model is not None:
             self.model(model)
         q = "SELECT checkpoint_id, model, checkpoint, step, tokens_seen, weights_hash, duplicate_of FROM checkpoints"
@@ -244,9 +266,12 @@ class Store(RepsMixin):
     # --------------------------------------------------------------- datasets
     def add_dataset(self, name: str, texts: Iterable[str], *, labels: Sequence[Any] | None = None,
                     splits: Sequence[Any] | None = None, meta: dict[str, Any] | None = None) -> DatasetInfo:
-        """Store a list of texts (the stimuli). Identified by content hash: adding the same
-        texts under the same name again is a no-op; different texts under an existing name
-        are refused."""
+        """Store a list of texts (the stimuli), with optional labels and splits.
+
+        Identified by its texts (content hash): adding the same texts under the same name
+        again is a no-op, and also fills in labels or splits the stored dataset does not have
+        yet; different texts under an existing name are refused, and so are labels or splits
+        that contradict stored ones (replace them with :meth:`annotate`)."""
         name = parse_name(name, "dataset")
         texts = list(texts)
         if not texts:
@@ -254,17 +279,17 @@ class Store(RepsMixin):
         for i, t in enumerate(texts):
             if not isinstance(t, str):
                 raise InvalidInput(f"dataset {name!r}: text {i} is {type(t).__name__}, not str")
-            check_utf8(t, f"text {i} of dataset {name!r}")
+            check_text(t, f"text {i} of dataset {name!r}")
         for what, col in (("labels", labels), ("splits", splits)):
             if col is not None and len(col) != len(texts):
                 raise InvalidInput(f"dataset {name!r}: {len(col)} {what} for {len(texts)} texts")
             for i, v in enumerate(col or ()):
                 if v is not None:
-                    check_utf8(str(v), f"{what[:-1]} {i} of dataset {name!r}")
-        content = dataset_hash(texts, labels, splits)
+                    check_text(str(v), f"{what[:-1]} {i} of dataset {name!r}")
+        content = dataset_hash(texts)
         existing = self._dataset_row(name)
         if existing is not None:
-            return self._same_dataset(existing, content)
+            return self._add_annotations(self._same_dataset(existing, content), labels, splits)
         table = pa.table({
             "example": pa.array(range(len(texts)), pa.int32()),
             "text": pa.array(texts, pa.string()),
@@ -284,9 +309,63 @@ class Store(RepsMixin):
                 table = table.add_column(0, "dataset_id", pa.array([row["id"]] * len(texts), pa.int32()))
                 bulk_insert(conn, S.example, table)
         if not created:
-            return self._same_dataset(DatasetInfo(row["id"], row["name"], row["content_hash"], row["n_examples"]),
-                                      content)
+            found = self._same_dataset(DatasetInfo(row["id"], row["name"], row["content_hash"], row["n_examples"]),
+                                       content)
+            return self._add_annotations(found, labels, splits)
         return self.dataset(name)
+
+    def _add_annotations(self, ds: DatasetInfo, labels: Sequence[Any] | None,
+                         splits: Sequence[Any] | None) -> DatasetInfo:
+        """Fill in labels / splits a stored dataset lacks; refuse ones that contradict it."""
+        stored = self.examples(ds.name)
+        changes: dict[str, list[str | None]] = {}
+        for column, given in (("label", _annotation(labels)), ("split", _annotation(splits))):
+            if given is None:
+                continue
+            have = stored.column(column).to_pylist()
+            if have == given:
+                continue
+            if any(v is not None for v in have):
+                raise AlreadyExists(
+                    f"dataset {ds.name!r} already has other {column}s (e.g. example {_first_difference(have, given)}); "
+                    f"replace them with db.annotate({ds.name!r}, {column}s=...), or add the texts under another name")
+            changes[column] = given
+        if changes:
+            self._write_annotations(ds, changes)
+        return ds
+
+    def annotate(self, dataset: str, *, labels: Sequence[Any] | None = None,
+                 splits: Sequence[Any] | None = None) -> DatasetInfo:
+        """Set (or replace) the labels and/or splits of a stored dataset, one per example.
+
+        The dataset's identity (its texts) is unchanged; cached values computed over a row
+        subset of its reps (which may select by label or split) are dropped."""
+        ds = self.dataset(dataset)
+        changes: dict[str, list[str | None]] = {}
+        for column, given in (("label", _annotation(labels)), ("split", _annotation(splits))):
+            if given is None:
+                continue
+            if len(given) != ds.n_examples:
+                raise InvalidInput(f"dataset {ds.name!r}: {len(given)} {column}s for {ds.n_examples} examples")
+            for i, v in enumerate(given):
+                if v is not None:
+                    check_utf8(v, f"{column} {i} of dataset {ds.name!r}")
+            changes[column] = given
+        if not changes:
+            raise InvalidInput("annotate() needs labels= or splits=")
+        self._write_annotations(ds, changes)
+        return ds
+
+    def _write_annotations(self, ds: DatasetInfo, changes: dict[str, list[str | None]]) -> None:
+        """Write annotation columns, and drop subset-keyed caches of the dataset's reps."""
+        params = [{"d": ds.id, "e": i, **{c: v[i] for c, v in changes.items()}} for i in range(ds.n_examples)]
+        sets = ", ".join(f"{c} = :{c}" for c in changes)
+        with self.catalog.connect(write=True) as conn:
+            conn.execute(sa.text(f"UPDATE example SET {sets} WHERE dataset_id = :d AND example = :e"), params)
+            reps = sa.select(S.rep.c.id).where(S.rep.c.dataset_id == ds.id)
+            conn.execute(S.result.delete().where(S.result.c.subset_hash != "all", sa.or_(
+                S.result.c.rep_a.in_(reps), S.result.c.rep_b.in_(reps))))
+            conn.execute(S.rep_moments.delete().where(S.rep_moments.c.rep_id.in_(reps)))
 
     @staticmethod
     def _same_dataset(existing: DatasetInfo, content: str) -> DatasetInfo:
@@ -298,6 +377,7 @@ class Store(RepsMixin):
         return existing
 
     def _dataset_row(self, name: str) -> DatasetInfo | None:
+        _lookup(name, "dataset")
         cached = self._dataset_cache.get(name)  # datasets are immutable: safe to cache
         if cached is not None:
             return cached
