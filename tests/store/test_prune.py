@@ -237,3 +237,18 @@ def test_du_groups_array_bytes_and_reports_catalog_and_caches(filled: actdb.Data
     assert sum(r["bytes"] for r in db.du() if r["what"] == "arrays") == sum(r["bytes"] for r in models[1:])
     with pytest.raises(InvalidInput, match="cannot group disk usage by 'layer'"):
         db.du(by="layer")
+
+
+def test_rm_removes_a_quarantined_rep_and_its_quarantine_folder(duck: actdb.Database) -> None:
+    from actdb.store.verify import _quarantine
+
+    duck.add_dataset("ds", ["a", "b"])
+    rep = duck.write_rep("m", "final", "ds", "hidden.0", np.ones((2, 3), "float32"), pooling="mean")
+    with duck.catalog.connect() as conn:
+        row = conn.execute(sa.select(S.rep).where(S.rep.c.id == rep.id)).mappings().one()
+    _quarantine(duck, row)  # what verify --repair does to a rep whose checksum fails
+    folder = duck.path / "quarantine" / f"rep-{rep.id}"
+    assert folder.is_dir() and not _array_dir(duck, rep.id).exists()
+    done = duck.rm(rep=rep.id, yes=True)
+    assert [(r.id, r.status) for r in done.reps] == [(rep.id, "corrupt")]
+    assert not folder.exists() and _count(duck, S.rep) == 0
