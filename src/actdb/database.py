@@ -40,6 +40,28 @@ class Database(Store):
 
         return Selection.build(self, filters)
 
+    def rep(self, rep_id: int | None = None, /, **filters: Any) -> Any:
+        """One complete rep by name: ``db.rep(model="m", checkpoint="final", site="hidden.3")``
+        (any filters of :meth:`reps`; typically model, checkpoint, site, dataset, pooling)
+        -> a :class:`~actdb.query.handle.RepHandle` with ``to_numpy``, ``to_torch``,
+        ``tokens``, ``by_example``, ``to_xarray``. Exactly one rep must match:
+        :class:`~actdb.errors.NotFound` (with the close names) when none does,
+        :class:`~actdb.errors.InvalidInput` listing them when several do.
+
+        ``db.rep(rep_id)`` (a positional id) is the catalog record
+        (:class:`~actdb.store.records.RepInfo`, any status) as before; for a handle by id use
+        ``db.rep(rep_id=N)``.
+        """
+        if rep_id is not None:
+            if filters:
+                raise InvalidInput("db.rep() takes a positional rep id or filters, not both; "
+                                   f"use db.rep(rep_id={rep_id!r}, ...) to filter by id")
+            return super().rep(rep_id)
+        if not filters:
+            raise InvalidInput("db.rep() needs filters naming one rep, e.g. db.rep(model='m', checkpoint='final', "
+                               "site='hidden.3'), or a rep id")
+        return self.reps(**filters).one()
+
     def attach(self, path_or_url: str | os.PathLike[str], *, name: str, catalog_url: str | None = None,
                persist: bool = False) -> Database:
         """Mount another store read-only under ``name``: ``db.reps(store=name, ...)``
@@ -129,8 +151,8 @@ class Database(Store):
     def read_rep(self, rep: Any) -> Any:
         """A lazy handle on a complete rep's array (row slices read only their chunks).
 
-        ``rep``: a rep id (int), a ``Rep`` as ``db.reps()`` yields it (also from an
-        attached store), or a ``RepInfo``. Row ``i`` of a token-level rep is row ``i`` of
+        ``rep``: a rep id (int), a rep handle as ``db.rep(...)`` returns and ``db.reps()``
+        yields it (or its ``Rep`` record; also from an attached store), or a ``RepInfo``. Row ``i`` of a token-level rep is row ``i`` of
         its token table, in (example, position) order, padding dropped; row ``i`` of a
         pooled rep (mean/first/last) is example ``i`` of the dataset.
         """

@@ -18,6 +18,7 @@ from actdb.query.filters import Match, parse_filters
 
 if TYPE_CHECKING:
     from actdb.database import Database
+    from actdb.query.handle import RepHandle
     from actdb.query.plan import Comparison
 
 _ROWS = """
@@ -123,8 +124,27 @@ class Selection:
                     out.append(rep)
         return out
 
-    def __iter__(self) -> Iterator[Rep]:
-        return iter(self.resolve())
+    def __iter__(self) -> Iterator[RepHandle]:
+        """The matching reps as :class:`~actdb.query.handle.RepHandle` (each a superset of its
+        :class:`Rep` record, with readers); catalog only, no array is opened."""
+        from actdb.query.handle import RepHandle
+
+        return iter([RepHandle(rep, self.db) for rep in self.resolve()])
+
+    def one(self) -> RepHandle:
+        """The one matching rep, as a :class:`~actdb.query.handle.RepHandle`.
+
+        No match: :class:`NotFound` naming the filter that excludes everything and the
+        close values; several: :class:`InvalidInput` listing them (up to 10) and the fields
+        that tell them apart, so one more filter picks one."""
+        from actdb.query.handle import RepHandle, ambiguous, none_found
+
+        found = self.resolve()
+        if len(found) == 1:
+            return RepHandle(found[0], self.db)
+        if not found:
+            raise none_found(self, self.matches)
+        raise ambiguous(self.matches, found)
 
     def __len__(self) -> int:
         return len(self.resolve())
@@ -132,6 +152,25 @@ class Selection:
     def __repr__(self) -> str:
         shown = ", ".join(m.describe() for m in self.matches) or "all reps"
         return f"Selection({shown})"
+
+    def dataloader(self, batch_size: int, *, shuffle: bool = True, seed: int = 0, label: str | None = None,
+                   columns: Any = None, buffer_rows: int = 1 << 15, num_workers: int = 0, drop_last: bool = False,
+                   dtype: Any = "float32", pin_memory: bool = False) -> Any:
+        """A ``torch.utils.data.DataLoader`` of shuffled row batches of these reps (one row space).
+
+        Each batch is ``{key: tensor (batch_size, d)}``, one entry per rep (keyed by site, or by
+        ``model/checkpoint/site`` when sites repeat), the same rows in every entry; ``label="label"``
+        (or ``"split"``) adds ``"label"``: int64 class indices into ``loader.dataset.classes``;
+        ``columns=("example", "position")`` adds those token columns. Shuffling permutes the stored
+        chunks, then rows inside a buffer of ``buffer_rows`` rows (memory independent of n);
+        the order depends on ``seed`` and ``loader.dataset.set_epoch(k)`` only. Workers split
+        the chunks: each row once per epoch. See :mod:`actdb.query.loader`.
+        """
+        from actdb.query.loader import dataloader
+
+        return dataloader(self, batch_size, shuffle=shuffle, seed=seed, label=label, columns=columns,
+                          buffer_rows=buffer_rows, num_workers=num_workers, drop_last=drop_last, dtype=dtype,
+                          pin_memory=pin_memory)
 
     def compare(self, other: Selection | None = None, *, measure: str | list[str] | tuple[str, ...] = "linear_cka",
                 pairs: str = "all", subset: str | None = None, align: str | None = None,
