@@ -172,25 +172,6 @@ class Selection:
                           buffer_rows=buffer_rows, num_workers=num_workers, drop_last=drop_last, dtype=dtype,
                           pin_memory=pin_memory)
 
-    def dataloader(self, batch_size: int, *, shuffle: bool = True, seed: int = 0, label: str | None = None,
-                   columns: Any = None, buffer_rows: int = 1 << 15, num_workers: int = 0, drop_last: bool = False,
-                   dtype: Any = "float32", pin_memory: bool = False) -> Any:
-        """A ``torch.utils.data.DataLoader`` of shuffled row batches of these reps (one row space).
-
-        Each batch is ``{key: tensor (batch_size, d)}``, one entry per rep (keyed by site, or by
-        ``model/checkpoint/site`` when sites repeat), the same rows in every entry; ``label="label"``
-        (or ``"split"``) adds ``"label"``: int64 class indices into ``loader.dataset.classes``;
-        ``columns=("example", "position")`` adds those token columns. Shuffling permutes the stored
-        chunks, then rows inside a buffer of ``buffer_rows`` rows (memory independent of n);
-        the order depends on ``seed`` and ``loader.dataset.set_epoch(k)`` only. Workers split
-        the chunks: each row once per epoch. See :mod:`actdb.query.loader`.
-        """
-        from actdb.query.loader import dataloader
-
-        return dataloader(self, batch_size, shuffle=shuffle, seed=seed, label=label, columns=columns,
-                          buffer_rows=buffer_rows, num_workers=num_workers, drop_last=drop_last, dtype=dtype,
-                          pin_memory=pin_memory)
-
     def compare(self, other: Selection | None = None, *, measure: str | list[str] | tuple[str, ...] = "linear_cka",
                 pairs: str = "all", subset: str | None = None, align: str | None = None,
                 reference: str | None = None, stderr: bool = False, include_reference: bool = False,
