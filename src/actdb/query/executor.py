@@ -80,6 +80,30 @@ class ResultSet:
     def values(self, measure: str | None = None) -> list[float]:
         return [r["value"] for r in self.rows if measure is None or r["measure"] == measure]
 
+    def matrix(self, measure: str | None = None) -> pd.DataFrame:
+        """One measure as a rep x rep DataFrame (rows: A side, columns: B side; square when the
+        sides share reps), a symmetric measure's missing pairs filled from their mirror;
+        labelled by layer when each side differs only by layer. See :mod:`actdb.query.matrix`."""
+        from actdb.query.matrix import matrix_frame
+
+        return matrix_frame(self.rows, measure)
+
+    def to_xarray(self, measure: str | None = None) -> Any:
+        """:meth:`matrix` as an ``xarray.DataArray`` with dims ``(a, b)`` and each rep's model,
+        checkpoint, step, site, layer, pooling, rep_id as coordinates (``model_a``, ...)."""
+        from actdb.query.matrix import matrix_xarray
+
+        return matrix_xarray(self.rows, measure)
+
+    def pivot(self, index: str | list[str], columns: str | list[str], values: str = "value", *,
+              measure: str | None = None) -> pd.DataFrame:
+        """``to_pandas().pivot(...)`` of one measure's rows (``measure``, or the only one), e.g.
+        a trajectory table ``pivot(index="step_a", columns="layer_a")``."""
+        from actdb.query.matrix import pick_measure, pivot_frame
+
+        rows = pick_measure(self.rows, measure)[1]
+        return pivot_frame(ResultSet(rows).to_pandas(), index=index, columns=columns, values=values)
+
 
 def _row(task: Task, v: Value, cached: bool) -> dict[str, Any]:
     spec = get_measure(task.measure)
