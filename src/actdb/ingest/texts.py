@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from actdb.errors import InvalidInput, NotFound
+from actdb.store.parse import check_text
 
 SUFFIXES = (".txt", ".jsonl", ".csv", ".parquet")
 
@@ -53,13 +54,16 @@ def load_texts(source: Any, *, text_column: str = "text", label_column: str | No
 
 
 def check_texts(texts: Sequence[Any], where: str) -> list[str]:
-    """Refuse an empty list, non-strings and empty strings (naming the examples)."""
+    """Refuse an empty list, non-strings, text that is not valid UTF-8 (a lone surrogate,
+    e.g. from a JSON ``"\\ud800"`` escape) or holds NUL, and empty strings (naming the examples)."""
     if len(texts) == 0:
         raise InvalidInput(f"{where} has no texts; give at least one")
     bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
     if bad:
         raise InvalidInput(f"{where}: text {bad[0]} is {type(texts[bad[0]]).__name__} {texts[bad[0]]!r:.40}, "
                            f"not a string ({len(bad)} such)")
+    for i, t in enumerate(texts):
+        check_text(t, f"text {i} of {where}")
     empty = [i for i, t in enumerate(texts) if not t]
     if empty:
         shown = ", ".join(map(str, empty[:10])) + (" ..." if len(empty) > 10 else "")

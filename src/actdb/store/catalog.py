@@ -245,6 +245,23 @@ def corrupt_error(exc: BaseException, where: str) -> CorruptStore:
         "catalog.duckdb from a backup: the arrays are separate files and are not affected")
 
 
+def is_encoding_error(exc: BaseException) -> bool:
+    """A text parameter the catalog cannot hold: not encodable as UTF-8 (a lone surrogate:
+    psycopg raises UnicodeEncodeError, DuckDB a "cannot encode str as UTF-8" conversion
+    failure), or a NUL character, which PostgreSQL text refuses."""
+    orig = getattr(exc, "orig", exc)
+    text = str(orig)
+    return isinstance(orig, UnicodeEncodeError) or "cannot encode str as UTF-8" in text \
+        or "cannot contain NUL" in text
+
+
+def encoding_error() -> InvalidInput:
+    """The last line of defence behind the named checks of :mod:`actdb.store.parse`."""
+    return InvalidInput("a name or text given to the catalog cannot be stored: it is not valid UTF-8 (a lone "
+                        "surrogate, e.g. from a JSON '\\ud800' escape) or holds a NUL character; fix the source "
+                        "text")
+
+
 class Catalog:
     """A catalog database: short transactions with lock retries."""
 
@@ -303,6 +320,12 @@ class Catalog:
         except sa.exc.DBAPIError as exc:
             if self.dialect == "duckdb" and is_corrupt_error(exc):
                 raise corrupt_error(exc, self.where) from None
+            if is_encoding_error(exc):
+                raise encoding_error() from None
+            raise
+        except (sa.exc.StatementError, UnicodeEncodeError) as exc:
+            if is_encoding_error(exc):
+                raise encoding_error() from None
             raise
 
     def _writing(self, write: bool) -> contextlib.AbstractContextManager[Any]:

@@ -33,6 +33,18 @@ def check_utf8(value: str, what: str) -> str:
     return value
 
 
+def check_text(value: str, what: str) -> str:
+    """A stored text (dataset text, label, split): valid UTF-8 (:func:`check_utf8`) and free
+    of NUL characters, which PostgreSQL text cannot hold (refused on every catalog, so a
+    dataset means the same everywhere)."""
+    check_utf8(value, what)
+    at = value.find("\x00")
+    if at >= 0:
+        raise InvalidInput(f"{what} contains a NUL character (at character {at}); remove it: catalogs "
+                           "cannot store it")
+    return value
+
+
 def parse_name(value: object, what: str, *, allow_slash: bool = False) -> str:
     """A model/checkpoint/dataset/tokenizer name: printable, trimmed, at most 200 chars."""
     if not isinstance(value, str):

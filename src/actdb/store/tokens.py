@@ -31,6 +31,9 @@ def parse_token_table(tokens: Any, *, n_examples: int) -> pa.Table:
             table = pa.table(tokens)
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
             raise InvalidInput(f"token table columns do not form a table: {exc}") from None
+        except UnicodeEncodeError as exc:  # a lone surrogate in the token texts
+            raise InvalidInput(f"token table text is not valid UTF-8 (lone surrogate {exc.object[exc.start]!r} "
+                               f"at character {exc.start} of {exc.object[:40]!r}); fix the token texts") from None
     elif hasattr(tokens, "to_dict") and hasattr(tokens, "columns"):
         table = pa.Table.from_pandas(tokens, preserve_index=False)
     else:
