@@ -86,6 +86,19 @@ def test_drop_last_and_dtype(qdb):
         540, shuffle=False, dtype="float64"))[0]["hidden.0"].dtype == torch.float64
 
 
+def test_batches_larger_than_the_buffer_span_groups(qdb):
+    db, values = qdb
+    loader = db.reps(checkpoint="final", site="hidden.1").dataloader(150, columns=("row",), buffer_rows=64,
+                                                                      dtype="bfloat16")
+    batches = list(loader)
+    rows = np.concatenate([b["row"].numpy() for b in batches])
+    assert sorted(rows.tolist()) == list(range(N))
+    assert [len(b["row"]) for b in batches] == [150, 150, 150, 90] == [len(b["hidden.1"]) for b in batches]
+    got = torch.cat([b["hidden.1"] for b in batches])
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got, torch.from_numpy(values[("final", 1)][rows]).to(torch.bfloat16))
+
+
 def test_several_sites_side_by_side_for_the_same_rows(qdb):
     db, values = qdb
     loader = db.reps(checkpoint="step100").dataloader(77, columns=("row", "example", "position"), seed=3)
@@ -169,14 +182,14 @@ def test_memory_is_bounded_by_the_buffer(qdb):
     seen = []
     original = stream._groups
 
-    def spy(blocks):
-        for index, rows in original(blocks):
-            seen.append(len(index))
-            yield index, rows
+    def spy(blocks, rng):
+        for group in original(blocks, rng):
+            seen.append(sum(r.nbytes for r in group.rows))
+            yield group
 
     stream._groups = spy
     assert sum(len(b["hidden.2"]) for b in stream) == N
-    assert max(seen) <= 64
+    assert max(seen) <= 64 * DIM * 4  # one 64-row chunk of float32 at a time (plus the one read ahead)
 
 
 def test_bad_input_is_a_typed_error_naming_the_fix(qdb, tmp_path):

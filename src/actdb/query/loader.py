@@ -44,7 +44,9 @@ LABEL_COLUMNS = ("label", "split")
 TOKEN_COLUMNS = ("row", "example", "position", "token_id")
 """Integer columns a loader can yield beside the activations (``columns=``); example-level
 reps have ``row`` and ``example`` only."""
-DEFAULT_BUFFER_ROWS = 1 << 15
+DEFAULT_BUFFER_ROWS = 1 << 14
+_NUMPY_OUT = {torch.float32: np.dtype(np.float32), torch.float16: np.dtype(np.float16),
+              torch.float64: np.dtype(np.float64)}  # bfloat16 is cast from float32 per batch
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
            "float64": torch.float64}
 
@@ -241,37 +243,59 @@ class RowStream(IterableDataset):  # type: ignore[type-arg]
             total += rows // self.batch_size if self.drop_last else -(-rows // self.batch_size)
         return total
 
-    def _read_block(self, arrays: list[RepArray], block: int) -> list[np.ndarray]:
+    def _fill(self, arrays: list[RepArray], block: int, dest: slice | np.ndarray, group: _Group) -> None:
+        """Read one block of every rep and put its rows at ``dest`` of the group's buffers
+        (their shuffled places), cast to the output dtype: runs on a reader thread (decoding,
+        the scatter and the cast release the GIL)."""
         start = int(block) * self.block_rows
-        return [a[start: start + self.block_rows] for a in arrays]
+        for out, a in zip(group.rows, arrays):
+            out[dest] = a[start: start + self.block_rows]
+        group.index[dest] = np.arange(start, min(self.n_rows, start + self.block_rows))
 
-    def _groups(self, blocks: np.ndarray) -> Iterator[tuple[np.ndarray, list[np.ndarray]]]:
-        """(row indices, rows of each rep) of each group of blocks, the next group read ahead."""
+    def _submit(self, pool: ThreadPoolExecutor, arrays: list[RepArray], blocks: np.ndarray,
+                rng: np.random.Generator) -> _Group:
+        """Start reading a group of blocks into fresh buffers, rows in a random order (the
+        permutation is drawn here, in group order, so the order does not depend on threads)."""
+        sizes = [min(self.block_rows, self.n_rows - int(b) * self.block_rows) for b in blocks]
+        total = sum(sizes)
+        np_dtype = _NUMPY_OUT.get(self.dtype, np.dtype(np.float32))
+        group = _Group(np.empty(total, np.int64), [np.empty((total, s.dim), np_dtype) for s in self.specs], [])
+        place: np.ndarray | None = None
+        if self.shuffle:
+            place = np.empty(total, np.int64)
+            place[rng.permutation(total)] = np.arange(total)  # place[i]: where row i of the group goes
+        lo = 0
+        for b, size in zip(blocks, sizes):
+            dest: slice | np.ndarray = slice(lo, lo + size) if place is None else place[lo: lo + size]
+            group.pending.append(pool.submit(self._fill, arrays, int(b), dest, group))
+            lo += size
+        return group
+
+    def _groups(self, blocks: np.ndarray, rng: np.random.Generator) -> Iterator[_Group]:
+        """Each group of blocks read and shuffled, the next group read ahead meanwhile."""
         arrays = self._open()
         groups = [blocks[i: i + self.blocks_per_group] for i in range(0, len(blocks), self.blocks_per_group)]
+        if not groups:
+            return
         with ThreadPoolExecutor(max(1, self.threads), thread_name_prefix="actdb-loader") as pool:
-            def submit(group: np.ndarray) -> list[Future[list[np.ndarray]]]:
-                return [pool.submit(self._read_block, arrays, b) for b in group]
+            ahead = self._submit(pool, arrays, groups[0], rng)
+            for g in range(len(groups)):
+                current = ahead
+                for f in current.pending:
+                    f.result()
+                if g + 1 < len(groups):
+                    ahead = self._submit(pool, arrays, groups[g + 1], rng)
+                yield current
 
-            pending = submit(groups[0]) if groups else []
-            for g, group in enumerate(groups):
-                parts = [f.result() for f in pending]
-                pending = submit(groups[g + 1]) if g + 1 < len(groups) else []
-                index = np.concatenate([np.arange(int(b) * self.block_rows,
-                                                  min(self.n_rows, (int(b) + 1) * self.block_rows)) for b in group])
-                rows = [parts[0][k] if len(parts) == 1 else np.concatenate([p[k] for p in parts])
-                        for k in range(len(arrays))]
-                yield index, rows
-
-    def _batch(self, index: np.ndarray, rows: list[np.ndarray], take: np.ndarray | slice) -> dict[str, torch.Tensor]:
+    def _batch(self, index: np.ndarray, rows: list[np.ndarray]) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
         for key, values in zip(self.keys, rows):
-            out[key] = torch.from_numpy(np.ascontiguousarray(values[take])).to(self.dtype)
-        picked = index[take]
+            tensor = torch.from_numpy(values)
+            out[key] = tensor if tensor.dtype == self.dtype else tensor.to(self.dtype)
         if self.labels is not None:
-            out["label"] = torch.from_numpy(self.labels[picked])
+            out["label"] = torch.from_numpy(self.labels[index])
         for name, col in self.columns.items():
-            out[name] = torch.from_numpy(col[picked])
+            out[name] = torch.from_numpy(col[index])
         return out
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
@@ -279,19 +303,34 @@ class RowStream(IterableDataset):  # type: ignore[type-arg]
         worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
         rng = np.random.default_rng([self.seed, self.epoch, worker, workers])
         bs = self.batch_size
-        carry: tuple[np.ndarray, list[np.ndarray]] | None = None
-        for index, rows in self._groups(self._share(worker, workers)):
+        carry: tuple[np.ndarray, list[np.ndarray]] | None = None  # a short batch's rows, topped up next group
+        for group in self._groups(self._share(worker, workers), rng):
+            n, s = len(group.index), 0
             if carry is not None:
-                index = np.concatenate([carry[0], index])
-                rows = [np.concatenate([c, r]) for c, r in zip(carry[1], rows)]
-            order: np.ndarray | None = rng.permutation(len(index)) if self.shuffle else None
-            full = len(index) // bs * bs
-            for s in range(0, full, bs):
-                yield self._batch(index, rows, order[s: s + bs] if order is not None else slice(s, s + bs))
-            rest = order[full:] if order is not None else np.arange(full, len(index))
-            carry = (index[rest], [r[rest] for r in rows]) if len(rest) else None
+                s = min(n, bs - len(carry[0]))
+                index = np.concatenate([carry[0], group.index[:s]])
+                rows = [np.concatenate([c, r[:s]]) for c, r in zip(carry[1], group.rows)]
+                if len(index) < bs:
+                    carry = (index, rows)
+                    continue
+                carry = None
+                yield self._batch(index, rows)
+            while s + bs <= n:  # batches are views of the group's buffers: no copy
+                yield self._batch(group.index[s: s + bs], [r[s: s + bs] for r in group.rows])
+                s += bs
+            if s < n:
+                carry = (group.index[s:].copy(), [r[s:].copy() for r in group.rows])
         if carry is not None and not self.drop_last:
-            yield self._batch(carry[0], carry[1], slice(None))
+            yield self._batch(*carry)
+
+
+@dataclass
+class _Group:
+    """A group of blocks being read: each output row's source row, each rep's rows, the reads."""
+
+    index: np.ndarray
+    rows: list[np.ndarray]
+    pending: list[Future[None]]
 
 
 def dataloader(selection: Selection, batch_size: int, *, shuffle: bool = True, seed: int = 0,
