@@ -154,7 +154,7 @@ class Selection:
         return f"Selection({shown})"
 
     def dataloader(self, batch_size: int, *, shuffle: bool = True, seed: int = 0, label: str | None = None,
-                   columns: Any = None, buffer_rows: int = 1 << 15, num_workers: int = 0, drop_last: bool = False,
+                   columns: Any = None, buffer_rows: int = 1 << 14, num_workers: int = 0, drop_last: bool = False,
                    dtype: Any = "float32", pin_memory: bool = False) -> Any:
         """A ``torch.utils.data.DataLoader`` of shuffled row batches of these reps (one row space).
 
