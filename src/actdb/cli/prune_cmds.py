@@ -13,7 +13,8 @@ from actdb.cli._common import Format, app, emit, open_store, usage_error
 StoreArg = Annotated[Path, typer.Argument(help="Path of the store directory.")]
 Many = Optional[list[str]]
 
-cache_app = typer.Typer(name="cache", help="Manage a store's caches of computed values.", no_args_is_help=True,
+cache_app = typer.Typer(name="cache", help="Manage a store's caches of computed values.\n\n"
+                        "Example: actdb cache clear ./mystore --measure linear_cka", no_args_is_help=True,
                         rich_markup_mode=None)
 app.add_typer(cache_app, name="cache")
 
