@@ -289,4 +289,6 @@ def unpack(data: bytes) -> Moments:
     block = np.zeros((d, d))
     block[np.triu_indices(d)] = upper
     arrays["block_0_0"] = block + np.triu(block, 1).T
-    return Moments.from_arrays(arrays)
+    # stored from a settled accumulator (centred on its exact mean): read as it is, never
+    # re-centred, so a value is bitwise the same whether its rep's moments came from here
+    return Moments.from_arrays(arrays).assume_settled()

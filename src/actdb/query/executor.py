@@ -4,7 +4,7 @@ Moments-route measures of the pairs of a row space come from ONE
 :class:`~actdb.query.moments.Moments` accumulator fed block by block, each rep read once.
 The accumulator holds only the blocks the plan's uncached pairs need (``pairs=``), and a
 rep whose own moments are in the per-rep cache (:mod:`actdb.query.cache`) does not have
-its diagonal block accumulated again (``skip_diag=`` + ``set_rep``): adding a model to a
+its diagonal block accumulated again (``skip_diag=`` + ``install_rep``): adding a model to a
 comparison costs the new model's blocks and the cross terms. When the accumulators exceed
 ``memory_budget``, reps are tiled into groups and each needed pair of groups gets a pass.
 ``stderr=True`` keeps one accumulator per contiguous row shard (20 by default) and adds a
@@ -266,11 +266,11 @@ def _run_moments(db: Database, space: RowSpace, tasks: list[Task], sources: dict
         else:
             parts = moments_pass(srcs, _block_rows(members, sources), pairs=pairs, skip_diag=skip, edges=edges)
         total = parts[0] if len(parts) == 1 else sum(parts[1:], parts[0])
-        if skip:
+        total.settle()  # read-only from here: centred in place, not in a copy (memory)
+        if skip:  # cached own statistics go in as stored, after settling: values never depend on the cache
             singles = load_rep_moments(db, [members[i] for i in skip], space, n)
             for i in skip:
-                total.set_rep(i, singles[members[i].key])
-        total.settle()  # read-only from here: centred in place, not in a copy (memory)
+                total.install_rep(i, singles[members[i].key])
         new = {r.key: (r, total.rep(index[r.key])) for r in members if r.key not in stored}
         store_rep_moments(db, new, space)
         stored |= set(new)

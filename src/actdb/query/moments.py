@@ -681,6 +681,55 @@ class Moments:
         self._centred = None
         return self
 
+    def assume_settled(self) -> Moments:
+        """Mark statistics that are already centred around their exact mean as settled
+        (read-only, :meth:`pair` reads them as they are): what :meth:`rep` of a settled
+        accumulator holds, e.g. a per-rep cache entry. Returns ``self``."""
+        _freeze(self)
+        self._settled = True
+        return self
+
+    def install_rep(self, p: int, single: Moments) -> Moments:
+        """Supply rep ``p``'s own statistics (diagonal block, row-norm sums) to a settled
+        accumulator that skipped them (``skip_diag``), from ``single``: :meth:`rep` of an
+        earlier settled accumulator over the same rows, e.g. from the per-rep cache.
+
+        Unlike :meth:`set_rep` before :meth:`settle` (which moves the cached block to this
+        pass's shift and back, rounding on the way), the values are taken as they are when
+        both are centred on the same, bitwise-equal mean — as they are when computed from
+        the same rows — so a value read from this accumulator is bitwise the value an
+        accumulator that computed the block itself gives: results do not depend on what the
+        cache held. Otherwise the block is re-expressed around this mean (exact algebra,
+        rounding ~1e-15 relative). Returns ``self``."""
+        if not self._settled:
+            raise InvalidInput("install_rep needs a settled accumulator (settle() first); use set_rep before")
+        if not 0 <= p < self.n_reps:
+            raise InvalidInput(f"rep index {p} out of range for {self.n_reps} reps")
+        if single.n_reps != 1 or single.dims[0] != self.dims[p] or single.n != self.n:
+            raise InvalidInput(
+                f"install_rep needs a one-rep Moments of width {self.dims[p]} over {self.n} rows, got dims "
+                f"{single.dims} over {single.n}; they are not the same rows - recompute them (drop the cached entry)")
+        sl = self._slice(p)
+        mean = self.center[sl]
+        if not np.allclose(single.center, mean, rtol=1e-9, atol=1e-9):
+            raise InvalidInput(
+                f"install_rep: the cached statistics of rep {p} have another mean than this pass; they are "
+                "not the same rows - recompute them (drop the cached entry)")
+        if np.array_equal(single.center, mean):
+            source = single
+        else:  # e.g. an entry from another accumulation order: move it (exact algebra)
+            source = single.recentered(mean)
+            _symmetrise(source.blocks[(0, 0)])
+        block = np.array(source.blocks[(0, 0)], dtype=np.float64)  # our own, writable copy
+        block.flags.writeable = False
+        self.blocks[(p, p)] = block
+        self.w = self.w.copy()
+        self.v = self.v.copy()
+        self.q = self.q.copy()
+        self.w[p], self.q[p, p] = source.w[0], source.q[0, 0]
+        self.v[p, sl] = source.v[0]
+        return self
+
     # ------------------------------------------------------------------ persistence
     def to_arrays(self) -> dict[str, np.ndarray]:
         """A dict of numpy arrays (``np.savez``-ready) that :meth:`from_arrays` inverts."""
