@@ -233,3 +233,21 @@ def test_reps_over_different_row_spaces_are_refused(qdb):
     with pytest.raises(InvalidInput, match=r"use different token tables \(tokenizers 'tok' and 'tok2'\); "
                                            r"select one, e.g. \.filter\(tokenizer='tok'\)"):
         db.reps(checkpoint="final", site="hidden.0", dataset="d").dataloader(8)
+
+
+def test_readme_example_runs(tmp_path, monkeypatch):
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    code = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
+    example = [c for c in code if ".dataloader(" in c]
+    assert len(example) == 1
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(code[0], "README.md", "exec"), scope)  # noqa: S102 - our own README: the quickstart
+    exec(compile(example[0], "README.md", "exec"), scope)  # noqa: S102 - then the loader example
+    assert scope["loader"].dataset.classes == ("a", "b")
+    assert scope["x"].shape == (1, 64) and scope["x"].dtype == torch.float32  # the last batch: 3 rows in 2s
+    assert scope["y"].dtype == torch.int64
+    scope["db"].close()
