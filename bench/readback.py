@@ -15,7 +15,7 @@ machine is shared and noisy); each figure is the median of the rounds.
   ``zarr.open_array`` then ``z.oindex[sorted random rows]`` per batch (a few batches, scaled);
   the ``datasets`` row needs the package in the environment and says so when it is missing.
 
-    python bench/readback.py            # a 512 MiB rep (float16, d=768)
+    python bench/readback.py            # a 256 MiB rep (float16, d=768), as in the README
     python bench/readback.py --tiny     # every code path once, in seconds (CI)
 """
 
@@ -189,7 +189,7 @@ def loader_table(db: actdb.Database, x: np.ndarray, workdir: str, repeat: int, n
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--tiny", action="store_true", help="tiny sizes, every path once (CI)")
-    ap.add_argument("--mib", type=float, default=512, help="size of the rep in MiB (float16)")
+    ap.add_argument("--mib", type=float, default=256, help="size of the rep in MiB (float16)")
     args = ap.parse_args()
     repeat = 1 if args.tiny else 5
     d = 768
