@@ -8,8 +8,10 @@ each batch is a dict ``{key: tensor (batch, d)}`` holding the same rows of every
 Shuffling is chunk-wise, so reads stay sequential inside a chunk and memory stays bounded:
 the rows are cut into blocks aligned with the stored chunks (``chunk_rows``), the block order
 is permuted, and groups of blocks (``buffer_rows`` rows) are read, their rows permuted inside
-the group and cut into batches. Memory is about two buffers (one consumed, one read ahead by a
-few threads) of ``buffer_rows × total width`` values in the stored precision, whatever the
+the group and cut into batches. Reader threads decode each chunk and write its rows straight
+to their shuffled places, cast to the output dtype, so batches are views of the group buffer
+(no gather). Memory is about two buffers (one consumed, one read ahead) of
+``buffer_rows × total width`` values of the output dtype (float32 for bfloat16), whatever the
 number of rows. The order is a function of ``(seed, epoch, num_workers)`` only;
 :meth:`RowStream.set_epoch` changes it (call it before each epoch, as with torch's
 ``DistributedSampler``).
