@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -43,6 +44,8 @@ def serve(store: Annotated[Path, typer.Argument(help="Path of the store director
         raise usage_error(f"--port {port} is not a TCP port (1-65535)")
     if sql_max_rows < 1 or sql_timeout <= 0:
         raise usage_error("--sql-max-rows and --sql-timeout must be positive")
+    if api_key is None and os.environ.get("ACTDB_API_KEY", None) is not None:
+        api_key = os.environ["ACTDB_API_KEY"]  # set but empty: click reads that as unset
     check_auth(host, api_key, no_auth)
     application = create_app(store, api_key=api_key, read_only=read_only, sql_max_rows=sql_max_rows,
                              sql_timeout=sql_timeout, public_docs=public_docs)
