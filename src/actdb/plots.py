@@ -111,6 +111,15 @@ def new_figure(width: float, height: float) -> Any:
     return fig
 
 
+def _figure_of(ax: Any) -> Any:
+    """The figure of a user's Axes (``ax=``), or InvalidInput when it is not an Axes."""
+    fig = getattr(ax, "figure", None)
+    if fig is None or not hasattr(ax, "imshow"):
+        raise InvalidInput(f"ax= takes a matplotlib Axes (fig.add_subplot(), plt.subplots()), not "
+                           f"{type(ax).__name__}")
+    return fig
+
+
 # ------------------------------------------------------------------- heatmaps
 def _matrix(rows: list[dict[str, Any]]) -> tuple[list[str], list[str], list[list[float]], str, str]:
     import numpy as np
@@ -159,19 +168,24 @@ def _draw_heatmap(ax: Any, rows: list[dict[str, Any]], measure: str, vmin: float
 
 
 def heatmap(results: Any, *, measure: str | None = None, annotate: bool | None = None,
-            title: str | None = None) -> Any:
+            title: str | None = None, ax: Any = None) -> Any:
     """A site x site matrix of one measure: rows are the A side's reps, columns the B side's.
 
     ``results``: a ResultSet / rows / Arrow table of a comparison (typically
     ``a.compare(b, pairs="all")``). Similarities use a fixed 0-1 colour range; cells carry
-    their values when the matrix has at most 144 cells (``annotate`` overrides).
+    their values when the matrix has at most 144 cells (``annotate`` overrides). ``ax``: draw
+    into this matplotlib Axes (to compose a figure) instead of a new figure; the Axes'
+    figure is returned.
     """
     measure, rows = _one_measure(_rows(results), measure)
-    ylabels, xlabels, *_ = _matrix(rows)
-    width = min(16.0, 3.0 + 0.55 * len(xlabels))
-    height = min(14.0, 2.5 + 0.45 * len(ylabels))
-    fig = new_figure(max(width, 5.0), max(height, 4.0))
-    ax = fig.add_subplot()
+    if ax is None:
+        ylabels, xlabels, *_ = _matrix(rows)
+        width = min(16.0, 3.0 + 0.55 * len(xlabels))
+        height = min(14.0, 2.5 + 0.45 * len(ylabels))
+        fig = new_figure(max(width, 5.0), max(height, 4.0))
+        ax = fig.add_subplot()
+    else:
+        fig = _figure_of(ax)
     vmin, vmax = _norm(_kind(rows), [r["value"] for r in rows])
     image = _draw_heatmap(ax, rows, measure, vmin, vmax, annotate, title)
     fig.colorbar(image, ax=ax, label=f"{measure} ({_kind(rows)})")
@@ -217,12 +231,13 @@ def grid(results: Any, *, measure: str | None = None, by: str = "checkpoint", co
 
 # ---------------------------------------------------------------- trajectory
 def trajectory(results: Any, *, measure: str | None = None, title: str | None = None,
-               log_x: bool | None = None) -> Any:
+               log_x: bool | None = None, ax: Any = None) -> Any:
     """A measure against training step (the A side's ``step``), one line per layer (site).
 
     ``results`` usually comes from ``sel.compare(pairs="to_reference:final")`` or
     ``pairs="consecutive"``. The x axis is logarithmic when steps span two decades or more
-    (symlog when step 0 is present) unless ``log_x`` says otherwise.
+    (symlog when step 0 is present) unless ``log_x`` says otherwise. ``ax``: draw into this
+    matplotlib Axes instead of a new figure; the Axes' figure is returned.
     """
     measure, rows = _one_measure(_rows(results), measure)
     rows = [r for r in rows if r.get("step_a") is not None]
@@ -239,8 +254,11 @@ def trajectory(results: Any, *, measure: str | None = None, title: str | None = 
         labels[k] = (f"{r.get('model_a')} " if len(models) > 1 else "") + base
     from matplotlib import colormaps
 
-    fig = new_figure(7.5, 4.8)
-    ax = fig.add_subplot()
+    if ax is None:
+        fig = new_figure(7.5, 4.8)
+        ax = fig.add_subplot()
+    else:
+        fig = _figure_of(ax)
     cmap = colormaps[CMAP]
     keys = sorted(lines, key=lambda k: (str(k[0]), k[1], str(k[2])))
     for i, k in enumerate(keys):

@@ -84,3 +84,20 @@ def test_two_values_for_one_cell_are_refused(qdb):
         ResultSet(everything.rows + negatives.rows).matrix()
     with pytest.raises(InvalidInput, match="results are empty"):
         ResultSet([]).matrix()
+
+
+def test_plots_draw_into_a_given_axes(qdb):
+    from actdb.plots import heatmap, new_figure, render, trajectory
+
+    db, _ = qdb
+    square = db.reps(checkpoint="final").compare().compute()
+    over_training = db.reps().compare(pairs="to_reference:final").compute()
+    fig = new_figure(10, 4)
+    left, right = fig.subplots(1, 2)
+    assert heatmap(square, ax=left) is fig and trajectory(over_training, ax=right) is fig
+    assert len(left.images) == 1 and left.images[0].get_array().shape == (4, 4)
+    assert len(right.lines) == 4  # one line a layer
+    assert len(fig.axes) == 3  # the two panels and the heatmap's colour bar, no new figure
+    assert render(fig)[:4] == b"\x89PNG"
+    with pytest.raises(InvalidInput, match="ax= takes a matplotlib Axes"):
+        heatmap(square, ax="left")

@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 import pyarrow as pa
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Security
+from fastapi import Path as Path_
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader
@@ -35,6 +36,7 @@ from actdb.api import schemas as S
 from actdb.api._params import parse_measure_params, parse_selection
 from actdb.api.gate import Gate
 from actdb.api.queries import results_page
+from actdb.api.rows import TooLarge
 
 log = logging.getLogger("actdb.api")
 
@@ -42,11 +44,12 @@ CSV = "text/csv"
 ARROW = "application/vnd.apache.arrow.stream"
 PNG = "image/png"
 ERRORS = S.error_responses(400, 401, 403, 404, 422, 503)
+ROWS_ERRORS = S.error_responses(400, 401, 403, 404, 413, 422, 503)
 
 # most specific first: the first matching class decides the status
 STATUS: tuple[tuple[type[BaseException], int], ...] = (
     (E.NotFound, 404), (E.NotAStore, 404), (E.ReadOnly, 403), (E.StoreBusy, 503), (E.AlreadyExists, 409),
-    (E.MeasureError, 422), (E.InvalidInput, 400), (E.CorruptStore, 500), (E.StoreTooNew, 500), (E.ActdbError, 400),
+    (E.MeasureError, 422), (TooLarge, 413), (E.InvalidInput, 400), (E.CorruptStore, 500), (E.StoreTooNew, 500), (E.ActdbError, 400),
 )
 
 
@@ -132,7 +135,8 @@ def _tabular(*, json_model: type[Any] | None = None, arrow: bool = False) -> dic
 def create_app(store: str | Path | actdb.Database, *, api_key: str | None = None, read_only: bool = False,
                sql_max_rows: int = 10_000, sql_timeout: float = 10.0, sql_max_bytes: int = 64 * 2**20,
                sql_memory_limit: str = "1GB", compare_max_values: int = 20_000,
-               results_max_limit: int = 10_000, public_docs: bool = False) -> FastAPI:
+               results_max_limit: int = 10_000, public_docs: bool = False, rows_max: int = 100_000,
+               rows_max_bytes: int = 64 * 2**20) -> FastAPI:
     """The actdb HTTP API over one store.
 
     ``store``: a path (opened here, closed at shutdown) or an open :class:`Database`.
@@ -143,7 +147,8 @@ def create_app(store: str | Path | actdb.Database, *, api_key: str | None = None
     ``sql_max_rows`` / ``sql_timeout``: the ceilings of ``POST /v1/sql`` (a request may ask
     for less); ``sql_max_bytes`` / ``sql_memory_limit``: the result size and engine memory
     one SQL request may use. ``compare_max_values``: the most (pair, measure) values one compare request
-    may ask for.
+    may ask for. ``rows_max`` / ``rows_max_bytes``: the most rows and bytes one
+    ``GET /v1/reps/{id}/rows`` sends (a bigger range is refused with 413 naming one that fits).
     """
     if isinstance(store, actdb.Database):
         db, owned = store, False
@@ -270,6 +275,46 @@ def create_app(store: str | Path | actdb.Database, *, api_key: str | None = None
                     "tokenizer": r.tokenizer, "n_rows": r.n_rows, "dim": r.dim, "dtype": r.dtype}
                    for r in db.reps(**filters)]
         return json_response(out)
+
+    @v1.get("/reps/{rep_id}/rows", response_class=Response, tags=["catalog"], responses={
+        200: {"content": {ARROW: {"schema": {"type": "string", "format": "binary"}}},
+              "description": "Arrow IPC stream: columns row (int64) and values (fixed-size list of dim floats)"},
+        **ROWS_ERRORS})
+    def rep_rows(rep_id: int = Path_(ge=0, le=2**62, description="The rep's id (GET /v1/reps)."),
+                 start: int = Query(0, ge=0, le=2**62, description="First row (0-based)."),
+                 stop: int | None = Query(None, ge=0, le=2**62, description="One past the last row (default: "
+                                                                             "the end).")) -> Any:
+        """Rows ``start:stop`` of a rep's values as an Arrow IPC stream: a ``row`` column and a
+        ``values`` column of fixed-size lists (``dim`` floats, float16 or float32 as stored);
+        schema metadata ``actdb.*`` names the rep. At most ``rows_max`` rows and
+        ``rows_max_bytes`` bytes a request (413 beyond, with a range that fits): page with ``start``.
+        """
+        from actdb.api.rows import find_rep, rows_ipc
+
+        with gate.shared():
+            body = rows_ipc(find_rep(db, rep_id), start, stop, max_rows=rows_max, max_bytes=rows_max_bytes)
+        return Response(body, media_type=ARROW)
+
+    @v1.get("/reps/{rep_id}/tokens", response_model=S.TokensOut, tags=["catalog"],
+            responses=_tabular(arrow=True) | {413: ROWS_ERRORS[413]})
+    def rep_tokens(request: Request,
+                   rep_id: int = Path_(ge=0, le=2**62, description="The rep's id (GET /v1/reps)."),
+                   limit: int = Query(1000, ge=1, le=rows_max), offset: int = Query(0, ge=0, le=2**62),
+                   format: Literal["json", "csv", "arrow"] | None = Query(
+                       None, description="Override the Accept header.")) -> Any:
+        """The labels of a rep's rows, paginated: row, example, and for token-level reps
+        position, token_id, token, char_start, char_end, special; the example's label and split.
+        JSON (default), CSV or Arrow; the total in ``total`` (JSON) or header ``X-Total-Count``."""
+        from actdb.api.rows import find_rep, tokens_page
+
+        fmt = wants(request, format)
+        with gate.shared():
+            table, total = tokens_page(find_rep(db, rep_id), offset, limit)
+        if fmt == "json":
+            nxt = offset + table.num_rows if offset + table.num_rows < total else None
+            return json_response({"rows": table.to_pylist(), "total": total, "limit": limit, "offset": offset,
+                                  "next_offset": nxt})
+        return table_response(table, fmt, headers={"X-Total-Count": str(total)})
 
     # ------------------------------------------------------------ compare
     def comparison(a: Any, b: Any, measure: str | list[str], pairs: str, subset: str | None,

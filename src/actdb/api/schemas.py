@@ -164,6 +164,29 @@ class ResultsOut(BaseModel):
     next_offset: int | None = Field(description="Offset of the next page; null on the last page.")
 
 
+class TokenRow(BaseModel):
+    """The labels of one row of a rep (token-level reps have the token columns too)."""
+
+    row: int
+    example: int
+    position: int | None = None
+    token_id: int | None = None
+    token: str | None = None
+    char_start: int | None = Field(None, description="The token's character span in the example's text.")
+    char_end: int | None = None
+    special: bool | None = None
+    label: str | None = None
+    split: str | None = None
+
+
+class TokensOut(BaseModel):
+    rows: list[TokenRow]
+    total: int = Field(description="Rows of the rep, over all pages.")
+    limit: int
+    offset: int
+    next_offset: int | None = Field(description="Offset of the next page; null on the last page.")
+
+
 class SqlRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"query": "SELECT model, count(*) AS n FROM reps GROUP BY model"}]})
@@ -180,6 +203,7 @@ class SqlOut(BaseModel):
 
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     text = {400: "Invalid input (bad filter, measure, SQL, ...)", 401: "Missing or wrong API key",
-            403: "Not allowed (read-only server)", 404: "Not found", 422: "Malformed request",
+            403: "Not allowed (read-only server)", 404: "Not found", 413: "Too many rows or bytes for one request",
+            422: "Malformed request",
             503: "Store busy"}
     return {c: {"model": ErrorOut, "description": text[c]} for c in codes}
