@@ -154,3 +154,27 @@ def test_iterating_a_selection_yields_handles_equal_to_records(qdb):
     assert sel.filter(layer=1).one() == records[1]
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         handles[0].nope  # noqa: B018
+
+
+def test_readme_getting_activations_out_runs(tmp_path, monkeypatch):
+    """The README's "One rep by name" block runs as written after the quickstart (in its scope)."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    quickstart = re.findall(r"```python\n(.*?)```", readme, flags=re.S)[0]
+    section = readme.split("### One rep by name, and results as matrices", 1)[1]
+    block = re.search(r"```python\n(.*?)```", section, flags=re.S).group(1)  # type: ignore[union-attr]
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(quickstart, "README.md", "exec"), scope)  # noqa: S102 - our own README
+    exec(compile(block, "README.md", "exec"), scope)  # noqa: S102
+    assert scope["X"].shape == (5, 32) and scope["X"].dtype == np.float16
+    assert scope["T"].dtype == torch.float32
+    assert scope["values"].shape == (3, 2, 32) and scope["mask"].sum() == 5
+    assert scope["da"].dims == ("row", "feature") and scope["label_a"].shape == (32,)
+    assert scope["m"].shape == (3, 3) and list(scope["m"].index) == [0, 1, 2]
+    assert scope["xm"].dims == ("a", "b")
+    assert list(scope["table"].index) == [100, 1000] and list(scope["table"].columns) == [0, 1, 2]
+    assert scope["tokens"].column("label").to_pylist() == ["a", "a", "b", "b", "a"]
+    scope["db"].close()
