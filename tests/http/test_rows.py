@@ -110,10 +110,13 @@ def test_tokens_as_json_csv_and_arrow(store):
     assert page["rows"][1]["label"] == "y"
     last = client.get(f"/v1/reps/{ids['token']}/tokens", params={"offset": 8}).json()
     assert last["next_offset"] is None and len(last["rows"]) == 2
-    text = client.get(f"/v1/reps/{ids['token']}/tokens", params={"format": "csv"})
+    first_page = client.get(f"/v1/reps/{ids['token']}/tokens").json()  # default limit: at most rows_max (4)
+    assert first_page["limit"] == 4 and len(first_page["rows"]) == 4 and first_page["next_offset"] == 4
+    assert client.get(f"/v1/reps/{ids['token']}/tokens", params={"limit": 5}).status_code == 422
+    text = client.get(f"/v1/reps/{ids['token']}/tokens", params={"format": "csv", "offset": 6})
     assert text.headers["content-type"].startswith("text/csv") and text.headers["x-total-count"] == str(N)
     rows = list(csv.DictReader(io.StringIO(text.text)))
-    assert [int(r["token_id"]) for r in rows] == TOKENS["token_id"]
+    assert [int(r["token_id"]) for r in rows] == TOKENS["token_id"][6:10]
     arrow = client.get(f"/v1/reps/{ids['mean']}/tokens", headers={"Accept": "application/vnd.apache.arrow.stream"})
     table = pa.ipc.open_stream(arrow.content).read_all()
     assert table.column_names == ["row", "example", "label", "split"]

@@ -299,7 +299,8 @@ def create_app(store: str | Path | actdb.Database, *, api_key: str | None = None
             responses=_tabular(arrow=True) | {413: ROWS_ERRORS[413]})
     def rep_tokens(request: Request,
                    rep_id: int = Path_(ge=0, le=2**62, description="The rep's id (GET /v1/reps)."),
-                   limit: int = Query(1000, ge=1, le=rows_max), offset: int = Query(0, ge=0, le=2**62),
+                   limit: int = Query(min(1000, rows_max), ge=1, le=rows_max),
+                   offset: int = Query(0, ge=0, le=2**62),
                    format: Literal["json", "csv", "arrow"] | None = Query(
                        None, description="Override the Accept header.")) -> Any:
         """The labels of a rep's rows, paginated: row, example, and for token-level reps
