@@ -85,3 +85,24 @@ def test_0003_rep_moments_and_dissim_round_trip(db):
     if db.catalog.dialect == "postgresql":
         with db.catalog.connect() as conn:  # the lookup-only function answers (NULL: nothing cached)
             assert conn.exec_driver_sql("SELECT dissim('linear_cka', 1, 2)").scalar() is None
+
+
+def _columns(db: actdb.Database, table: str) -> set[str]:
+    with db.catalog.connect() as conn:  # (DuckDB's column reflection fails: ask the table itself)
+        return set(conn.exec_driver_sql(f"SELECT * FROM {table} LIMIT 0").keys())
+
+
+def test_0005_moves_moments_out_of_the_catalog_dropping_the_cached_rows_once(db):
+    assert "data" not in _columns(db, "rep_moments")
+    migrate.downgrade(db.catalog.engine, "0004")
+    assert "data" in _columns(db, "rep_moments")
+    with db.catalog.connect(write=True) as conn:  # a blob as 0003-0004 cached it
+        conn.exec_driver_sql(
+            "INSERT INTO rep_moments (id, rep_id, checksum, space_hash, n, dim, data, nbytes, actdb_version, "
+            "computed_at) VALUES (nextval('rep_moments_id_seq'), 1, 'c', 'all', 2, 3, '\\x00', 1, '0', "
+            "CURRENT_TIMESTAMP)")
+    migrate.upgrade(db.catalog.engine)
+    assert db.schema_revision() == migrate.head_revision()
+    assert "data" not in _columns(db, "rep_moments")
+    with db.catalog.connect() as conn:  # a cache: recomputed on demand
+        assert conn.exec_driver_sql("SELECT count(*) FROM rep_moments").scalar() == 0

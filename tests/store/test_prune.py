@@ -191,8 +191,11 @@ def test_crash_between_catalog_and_arrays_leaves_orphans_that_verify_repair_remo
     monkeypatch.undo()
     assert _ids(db) & ids == set() and all(_array_dir(db, i).is_dir() for i in ids)
     report = db.verify()
-    assert sorted(p.message for p in report.problems) == [f"array {A.rep_path(i)} belongs to no rep"
-                                                          for i in sorted(ids)]
+    messages = sorted(p.message for p in report.problems)
+    # the crash came before any file went: the reps' arrays and their cached moments' groups
+    assert [m for m in messages if m.startswith("array ")] == [f"array {A.rep_path(i)} belongs to no rep"
+                                                              for i in sorted(ids)]
+    assert len([m for m in messages if m.startswith("cached moments ")]) == 2
     assert db.verify(repair=True).clean and not any(_array_dir(db, i).exists() for i in ids)
     # the interrupted removal left the (now empty) checkpoint: running it again finishes it
     assert db.rm(model="b", checkpoint="final", yes=True).checkpoints == ("b/final",)
@@ -228,7 +231,10 @@ def test_du_groups_array_bytes_and_reports_catalog_and_caches(filled: actdb.Data
     assert by_kind["catalog"]["bytes"] > 0
     assert by_kind["cache: results"]["count"] == 36 and by_kind["cache: results"]["bytes"] > 0
     assert by_kind["cache: moments"]["count"] == 8 and by_kind["cache: moments"]["bytes"] > 0
-    assert by_kind["total"]["bytes"] == on_disk + by_kind["catalog"]["bytes"]
+    moments_on_disk = sum(f.stat().st_size for g in (Path(db.arrays_location) / "moments").iterdir() if g.is_dir()
+                          for f in g.rglob("*") if f.is_file())
+    assert by_kind["cache: moments"]["bytes"] == moments_on_disk > 0  # the groups beside the arrays
+    assert by_kind["total"]["bytes"] == on_disk + by_kind["catalog"]["bytes"] + moments_on_disk
     sites = [r for r in db.du(by="site") if r["what"] == "arrays"]
     assert len(sites) == 8 and all(r["site"] in ("hidden.0", "hidden.1") for r in sites)
     models = [r for r in db.du(by="model") if r["what"] == "arrays"]
@@ -252,3 +258,42 @@ def test_rm_removes_a_quarantined_rep_and_its_quarantine_folder(duck: actdb.Data
     done = duck.rm(rep=rep.id, yes=True)
     assert [(r.id, r.status) for r in done.reps] == [(rep.id, "corrupt")]
     assert not folder.exists() and _count(duck, S.rep) == 0
+
+
+def _moment_groups(db: actdb.Database) -> set[str]:
+    folder = Path(db.arrays_location) / "moments"
+    return {p.name for p in folder.iterdir() if p.name != "zarr.json"} if folder.is_dir() else set()
+
+
+def _moment_ids(db: actdb.Database, *where: object) -> set[str]:
+    with db.catalog.connect() as conn:
+        return {f"{i:09d}" for i in conn.execute(sa.select(S.rep_moments.c.id).where(*where)).scalars()}
+
+
+def test_rm_and_clear_cache_delete_the_moment_groups_beside_the_arrays(filled: actdb.Database) -> None:
+    db = filled
+    assert _moment_groups(db) == _moment_ids(db) and len(_moment_groups(db)) == 8
+    ids = _ids(db, model="a", checkpoint="s1")
+    theirs = _moment_ids(db, S.rep_moments.c.rep_id.in_(ids))
+    assert len(theirs) == 2
+    db.rm(model="a", checkpoint="s1", yes=True)
+    assert _moment_groups(db) == _moment_ids(db) and not (theirs & _moment_groups(db))
+    assert len(_moment_groups(db)) == 6
+    cleared = db.clear_cache()
+    assert cleared.moments == 6 and _moment_groups(db) == set() and _moment_ids(db) == set()
+    assert next(r for r in db.du() if r["what"] == "cache: moments")["bytes"] == 0
+    assert db.verify().clean
+
+
+def test_verify_repair_removes_orphan_moment_groups(filled: actdb.Database) -> None:
+    db = filled
+    (victim,) = sorted(_moment_ids(db))[:1]
+    with db.catalog.connect(write=True) as conn:  # a row gone, its group left (an interrupted removal)
+        conn.execute(S.rep_moments.delete().where(S.rep_moments.c.id == int(victim)))
+    stray = Path(db.arrays_location) / "moments" / "notes.txt"
+    stray.write_text("not ours")
+    problems = sorted(p.message for p in db.verify().problems)
+    assert problems == [f"'moments/notes.txt' in the array root is not a moments group actdb writes; left untouched",
+                        f"cached moments moments/{victim} belong to no rep_moments row"]
+    db.verify(repair=True)
+    assert victim not in _moment_groups(db) and stray.exists() and len(_moment_groups(db)) == 8

@@ -5,7 +5,8 @@
   stored without one, which then gains its standard error in place).
 - ``rep_moments``: each rep's own second moments (a one-rep
   :class:`~actdb.query.moments.Moments`) per row space, keyed by (rep, checksum, row-space
-  hash, n). A later plan that needs the rep's diagonal block takes it from here instead of
+  hash, n); the row holds the key, the numbers a Zarr group beside the arrays
+  (``moments/NNNNNNNNN``, see :mod:`actdb.store.moments_files`). A later plan that needs the rep's diagonal block takes it from here instead of
   accumulating it again, so adding a model to a comparison costs only the new model's
   blocks and the cross terms.
 - ``measure_default``: each measure's default-parameter hash, kept current whenever values
@@ -16,7 +17,6 @@ Reps of attached stores are registered in ``foreign_rep`` and appear here as ``-
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from actdb.database import Database
 
 _BATCH = 500
+_MOMENTS_SEQ = sa.Sequence("rep_moments_id_seq")
 
 
 @dataclass(frozen=True)
@@ -217,6 +218,9 @@ def load_rep_moments(db: Database, reps: Sequence[Rep], space: RowSpace, n: int)
 
 
 def _load(db: Database, reps: Sequence[Rep], space: RowSpace, n: int, *, data: bool) -> dict[tuple[str, int], Any]:
+    """Cached moments of ``reps`` by rep key: their arrays (``data``) or True. A row whose
+    group beside the arrays is missing (``data=False``: not written completely; ``data=True``:
+    also damaged) is a cache miss; with ``data`` it is deleted too, to be recomputed."""
     if not reps or not rep_cacheable(space):
         return {}
     ids = catalog_ids(db, reps, create=False)
@@ -224,63 +228,98 @@ def _load(db: Database, reps: Sequence[Rep], space: RowSpace, n: int, *, data: b
     if not wanted:
         return {}
     c = S.rep_moments.c
-    cols = [c.rep_id, c.checksum, c.space_hash, c.n] + ([c.data] if data else [])
-    out: dict[tuple[str, int], Any] = {}
+    found: dict[tuple[str, int], int] = {}
     rids = sorted({k[0] for k in wanted})
     with db.catalog.connect() as conn:
         for start in range(0, len(rids), _BATCH):
-            rows = conn.execute(sa.select(*cols).where(c.rep_id.in_(rids[start: start + _BATCH]),
-                                                      c.space_hash == space.hash, c.n == int(n))).all()
+            rows = conn.execute(sa.select(c.rep_id, c.checksum, c.space_hash, c.n, c.id).where(
+                c.rep_id.in_(rids[start: start + _BATCH]), c.space_hash == space.hash, c.n == int(n))).all()
             for row in rows:
                 key = wanted.get((row[0], row[1], row[2], row[3]))
                 if key is not None:
-                    out[key] = bytes(row[4]) if data else True
+                    found[key] = int(row[4])
+    files = db.moment_files
+    out: dict[tuple[str, int], Any] = {}
+    dead: list[int] = []
+    for key, row_id in found.items():
+        value = files.read(row_id) if data else files.exists(row_id)
+        if value is None or value is False:
+            dead.append(row_id)
+        else:
+            out[key] = value
+    if dead and data and not db.read_only:
+        with db.catalog.connect(write=True) as conn:
+            files.drop_rows(conn, c.id.in_(dead))
     return out
 
 
 def store_rep_moments(db: Database, singles: dict[tuple[str, int], tuple[Rep, Moments]], space: RowSpace) -> None:
-    """Cache one-rep moments (skipping keys already stored)."""
+    """Cache one-rep moments (skipping keys already stored): the numbers go to a Zarr group
+    beside the arrays first (named after a fresh ``rep_moments`` id), the catalog row after,
+    so a row never points at data that was not written. A stored row whose group is gone is
+    replaced."""
     if not singles or db.read_only or not rep_cacheable(space):
         return
     now = _now()
+    files = db.moment_files
     with db.catalog.session():
         ids = catalog_ids(db, [rep for rep, _ in singles.values()], create=True)
+        c = S.rep_moments.c
         with db.catalog.connect(write=True) as conn:
-            c = S.rep_moments.c
-            have = set()
+            have: dict[tuple[Any, ...], int] = {}
             rids = sorted(ids.values())
             for start in range(0, len(rids), _BATCH):
-                have |= {tuple(row) for row in conn.execute(
-                    sa.select(c.rep_id, c.checksum, c.space_hash, c.n).where(
+                have |= {tuple(row[:4]): int(row[4]) for row in conn.execute(
+                    sa.select(c.rep_id, c.checksum, c.space_hash, c.n, c.id).where(
                         c.rep_id.in_(rids[start: start + _BATCH]), c.space_hash == space.hash))}
-            records = []
+            todo: list[tuple[tuple[Any, ...], Moments, int]] = []
+            dead: list[int] = []
+            seen: set[tuple[Any, ...]] = set()
             for rep, m in singles.values():
                 key = _rep_key(rep, ids, space, m.n)
-                if key is None or key in have:
+                if key is None or key in seen:
                     continue
-                blob = pack(m)
-                records.append(dict(rep_id=key[0], checksum=key[1], space_hash=key[2], n=key[3], dim=m.dims[0],
-                                    data=blob, nbytes=len(blob), actdb_version=__version__, computed_at=now))
-            for record in records:  # one row a statement: the blobs can be large
-                conn.execute(S.rep_moments.insert().values(**record))
+                seen.add(key)
+                if key in have:
+                    if files.exists(have[key]):
+                        continue
+                    dead.append(have[key])
+                row_id = int(conn.execute(sa.select(_MOMENTS_SEQ.next_value())).scalar_one())
+                todo.append((key, m, row_id))
+        if not todo:
+            return
+        written: list[int] = []
+        try:
+            records = []
+            for key, m, row_id in todo:
+                written.append(row_id)
+                nbytes = files.write(row_id, pack(m))
+                records.append(dict(id=row_id, rep_id=key[0], checksum=key[1], space_hash=key[2], n=key[3],
+                                    dim=m.dims[0], nbytes=nbytes, actdb_version=__version__, computed_at=now))
+            with db.catalog.connect(write=True) as conn:
+                if dead:
+                    files.drop_rows(conn, c.id.in_(dead))
+                conn.execute(S.rep_moments.insert(), records)
+        except BaseException:
+            for row_id in written:  # no row points at them: remove rather than leave orphans
+                files.delete(row_id)
+            raise
 
 
-def pack(m: Moments) -> bytes:
-    """A one-rep :class:`Moments` as ``.npz`` bytes, its symmetric block as the upper triangle."""
+def pack(m: Moments) -> dict[str, np.ndarray]:
+    """A one-rep :class:`Moments` as named arrays, its symmetric block as the upper triangle
+    (what a moments group beside the arrays holds)."""
     if m.n_reps != 1:
         raise InvalidInput(f"the per-rep cache holds one-rep Moments, got {m.n_reps} reps")
     arrays = m.to_arrays()
     block = arrays.pop("block_0_0")
     arrays["block_0_0_upper"] = block[np.triu_indices(block.shape[0])]
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)  # type: ignore[arg-type]
-    return buf.getvalue()
+    return arrays
 
 
-def unpack(data: bytes) -> Moments:
+def unpack(data: dict[str, np.ndarray]) -> Moments:
     """Invert :func:`pack`."""
-    with np.load(io.BytesIO(data), allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
+    arrays = dict(data)
     try:
         upper = arrays.pop("block_0_0_upper")
     except KeyError:

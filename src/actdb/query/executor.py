@@ -242,6 +242,8 @@ def _run_moments(db: Database, space: RowSpace, tasks: list[Task], sources: dict
     own = [t for t in tasks if t.a.key == t.b.key and t.a.key in cached]  # the cache alone answers
     if own:
         singles = load_rep_moments(db, [t.a for t in own], space, n)
+        cached -= {t.a.key for t in own if t.a.key not in singles}  # files lost or damaged: recompute
+        own = [t for t in own if t.a.key in singles]
         for t in own:
             t0 = time.perf_counter()
             value = _from_moments(t, singles[t.a.key].pair(0, 0))
@@ -258,19 +260,30 @@ def _run_moments(db: Database, space: RowSpace, tasks: list[Task], sources: dict
         srcs = [sources[r.key] for r in members]
         edges = shard_edges(n, shards) if stderr else None
         t0 = time.perf_counter()
-        if executor == "dask":
-            from actdb.query.distributed import dask_moments
+        while True:
+            if executor == "dask":
+                from actdb.query.distributed import dask_moments
 
-            parts = dask_moments(db, members, srcs, _block_rows(members, sources), address, pairs=pairs,
-                                 skip_diag=skip, edges=edges)
-        else:
-            parts = moments_pass(srcs, _block_rows(members, sources), pairs=pairs, skip_diag=skip, edges=edges)
-        total = parts[0] if len(parts) == 1 else sum(parts[1:], parts[0])
-        total.settle()  # read-only from here: centred in place, not in a copy (memory)
-        if skip:  # cached own statistics go in as stored, after settling: values never depend on the cache
+                parts = dask_moments(db, members, srcs, _block_rows(members, sources), address, pairs=pairs,
+                                     skip_diag=skip, edges=edges)
+            else:
+                parts = moments_pass(srcs, _block_rows(members, sources), pairs=pairs, skip_diag=skip, edges=edges)
+            total = parts[0] if len(parts) == 1 else sum(parts[1:], parts[0])
+            total.settle()  # read-only from here: centred in place, not in a copy (memory)
+            if not skip:
+                break
+            # cached own statistics go in as stored, after settling: values never depend on the cache
             singles = load_rep_moments(db, [members[i] for i in skip], space, n)
-            for i in skip:
-                total.install_rep(i, singles[members[i].key])
+            lost = {members[i].key for i in skip if members[i].key not in singles}
+            if not lost:
+                for i in skip:
+                    total.install_rep(i, singles[members[i].key])
+                break
+            # a cached group was damaged since planning (it is dropped): run the pass again,
+            # accumulating those reps' own blocks too, rather than return a wrong value
+            cached -= lost
+            stored -= lost
+            skip = [i for i in skip if members[i].key not in lost]
         new = {r.key: (r, total.rep(index[r.key])) for r in members if r.key not in stored}
         store_rep_moments(db, new, space)
         stored |= set(new)

@@ -124,6 +124,14 @@ def rep_path(rep_id: int) -> str:
 REP_PATH = re.compile(r"reps/[0-9]{9}")
 
 
+def moments_path(row_id: int) -> str:
+    """Zarr group of one cached per-rep moments row (``rep_moments.id``): from the id only."""
+    return f"moments/{int(row_id):09d}"
+
+
+MOMENTS_PATH = re.compile(r"moments/[0-9]{9}")
+
+
 def checked_path(rep_id: int, stored: str) -> str:
     """The array path of rep ``rep_id``, after checking the catalog's ``path`` column agrees.
 
@@ -138,10 +146,12 @@ def checked_path(rep_id: int, stored: str) -> str:
 
 
 def _safe_path(path: str) -> str:
-    """Refuse any array path but the ``reps/NNNNNNNNN`` form actdb creates (defence in depth for
-    every delete: nothing outside the array root, no nested or hidden names)."""
-    if not isinstance(path, str) or not REP_PATH.fullmatch(path):
-        raise CorruptStore(f"refusing to touch array path {path!r:.200}: actdb only creates 'reps/NNNNNNNNN'")
+    """Refuse any array path but the ``reps/NNNNNNNNN`` and ``moments/NNNNNNNNN`` forms actdb
+    creates (defence in depth for every delete: nothing outside the array root, no nested or
+    hidden names)."""
+    if not isinstance(path, str) or not (REP_PATH.fullmatch(path) or MOMENTS_PATH.fullmatch(path)):
+        raise CorruptStore(f"refusing to touch array path {path!r:.200}: actdb only creates 'reps/NNNNNNNNN' "
+                           "and 'moments/NNNNNNNNN'")
     return path
 
 
@@ -235,7 +245,8 @@ def open_array(root: zarr.storage.StoreLike, path: str) -> zarr.Array:
 
 
 def delete_array(root: zarr.storage.StoreLike, path: str) -> None:
-    """Remove an array's files (no error when already gone); only ``reps/NNNNNNNNN`` paths."""
+    """Remove an array's (or a moments group's) files (no error when already gone); only
+    ``reps/NNNNNNNNN`` and ``moments/NNNNNNNNN`` paths."""
     path = _safe_path(path)
     if isinstance(root, zarr.storage.LocalStore):
         import shutil

@@ -5,9 +5,10 @@
   refer to them, and the model, checkpoint and dataset rows the filter selects as a whole
   once they are empty. ``remove`` deletes the catalog rows first, then the arrays (a crash
   in between leaves orphan arrays, which ``actdb verify --repair`` removes).
-- :func:`clear_cache`: cached measure values (``result``) and per-rep moments.
+- :func:`clear_cache`: cached measure values (``result``) and per-rep moments (their
+  catalog rows, then their Zarr groups ``moments/NNNNNNNNN`` beside the arrays).
 - :func:`disk_usage`: bytes of the arrays by model / checkpoint / site, the catalog's
-  size and the caches' rows and bytes.
+  size and the caches' rows and bytes (moments: measured on disk for local arrays).
 
 DuckDB refuses to delete a row in the same transaction as the rows whose foreign keys
 referred to it, so the catalog deletes run in stages, children first, one transaction each:
@@ -30,6 +31,7 @@ import sqlalchemy as sa
 
 from actdb.errors import InvalidInput, NotFound, close_matches
 from actdb.store import arrays as A
+from actdb.store import moments_files as MF
 from actdb.store import schema as S
 
 if TYPE_CHECKING:
@@ -308,13 +310,17 @@ def remove(store: Store, *, yes: bool = False, **filters: Any) -> Removal:
         raise ReadOnly(f"store {store.path} was opened read-only; reopen it with read_only=False to remove reps")
     ids = [r.id for r in plan.removal.reps]
     results = moments = 0
+    groups: list[int] = []
     with store.catalog.connect(write=True) as conn:  # stage 1: the reps and their cache rows, atomically
         for part in _chunks(ids):
             results += conn.execute(S.result.delete().where(
                 sa.or_(S.result.c.rep_a.in_(part), S.result.c.rep_b.in_(part)))).rowcount
-            moments += conn.execute(S.rep_moments.delete().where(S.rep_moments.c.rep_id.in_(part))).rowcount
+            gone, _ = MF.delete_rows(conn, S.rep_moments.c.rep_id.in_(part))
+            moments += len(gone)
+            groups += gone
             conn.execute(S.rep.delete().where(S.rep.c.id.in_(part)))
-    for rep_id in ids:  # then the arrays (a crash here leaves orphans: verify --repair removes them)
+    MF.delete_groups(store._root, groups)  # then the files (a crash leaves orphans: verify --repair)
+    for rep_id in ids:  # and the arrays
         A.delete_array(store._root, A.rep_path(rep_id))
         _remove_quarantined(store, rep_id)
     gone_ckpts, gone_models, gone_datasets = _remove_entities(store, plan)
@@ -423,13 +429,12 @@ def clear_cache(store: Store, *, measure: str | Iterable[str] | None = None) -> 
         results_bytes = _result_bytes(conn, where)
         delete = S.result.delete() if where is None else S.result.delete().where(where)
         results = conn.execute(delete).rowcount
-        moments = moments_bytes = 0
+        groups: list[int] = []
+        moments_bytes = 0
         if where is None:
-            n, b = conn.execute(sa.select(sa.func.count(),
-                                          sa.func.coalesce(sa.func.sum(S.rep_moments.c.nbytes), 0))).one()
-            moments, moments_bytes = int(n), int(b)
-            conn.execute(S.rep_moments.delete())
-    return CacheCleared(int(results), results_bytes, moments, moments_bytes)
+            groups, moments_bytes = MF.delete_rows(conn)
+    MF.delete_groups(store._root, groups)  # the files beside the arrays, once the rows are gone
+    return CacheCleared(int(results), results_bytes, len(groups), moments_bytes)
 
 
 # ------------------------------------------------------------------------- disk usage
@@ -458,7 +463,8 @@ def disk_usage(store: Store, *, by: str = "checkpoint") -> list[dict[str, Any]]:
     """Rows of ``what, model, checkpoint, site, count, bytes``: the arrays of the reps
     grouped ``by`` model, checkpoint or site (bytes measured on disk; every status counted),
     then the catalog file (or PostgreSQL schema), the result cache and the moments cache
-    (count = rows), and the total of arrays and catalog."""
+    (count = rows; bytes of its groups beside the arrays), and the total of arrays, catalog
+    and moments."""
     if by not in BY:
         raise InvalidInput(f"cannot group disk usage by {by!r}; choose one of {', '.join(BY)}")
     depth = BY.index(by) + 1
@@ -469,6 +475,8 @@ def disk_usage(store: Store, *, by: str = "checkpoint") -> list[dict[str, Any]]:
         results_bytes = _result_bytes(conn, None)
         n_moments, moments_bytes = conn.execute(
             sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(S.rep_moments.c.nbytes), 0))).one()
+    if "://" not in store.arrays_location:  # measured on disk (the groups beside the arrays)
+        moments_bytes = MF.moments_bytes(store._root)
     groups: dict[tuple[str, ...], list[int]] = {}
     for r in rows:
         key = (r["model"], r["checkpoint"], r["site"])[:depth]
@@ -485,5 +493,5 @@ def disk_usage(store: Store, *, by: str = "checkpoint") -> list[dict[str, Any]]:
     out.append({"what": "catalog", **blank, "count": None, "bytes": catalog})
     out.append({"what": "cache: results", **blank, "count": n_results, "bytes": results_bytes})
     out.append({"what": "cache: moments", **blank, "count": int(n_moments), "bytes": int(moments_bytes)})
-    out.append({"what": "total", **blank, "count": len(rows), "bytes": arrays_total + catalog})
+    out.append({"what": "total", **blank, "count": len(rows), "bytes": arrays_total + catalog + int(moments_bytes)})
     return out

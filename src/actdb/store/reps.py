@@ -148,7 +148,9 @@ class RepWriter:
             if self.replaces is not None:
                 conn.execute(S.rep.update().where(S.rep.c.id == self.replaces).values(status="replaced"))
                 # the replaced rep's cached own moments can never be read again (its data is gone)
-                conn.execute(S.rep_moments.delete().where(S.rep_moments.c.rep_id == self.replaces))
+                from actdb.store.moments_files import drop_rows
+
+                drop_rows(conn, self.store._root, S.rep_moments.c.rep_id == self.replaces)
             conn.execute(_FINISH_REP, {**values, "id": self.rep_id})
         if self.replaces is not None:
             A.delete_array(self.store._root, A.rep_path(self.replaces))

@@ -195,7 +195,7 @@ rep_moments = sa.Table(
     sa.Column("space_hash", sa.String, nullable=False),  # the row space (subset, alignment)
     sa.Column("n", sa.BigInteger, nullable=False),
     sa.Column("dim", sa.Integer, nullable=False),
-    sa.Column("data", sa.LargeBinary, nullable=False),  # a one-rep Moments, see actdb.query.cache
+    # the numbers: Zarr group moments/NNNNNNNNN (this row's id) beside the arrays (revision 0005)
     sa.Column("nbytes", sa.BigInteger, nullable=False),
     sa.Column("actdb_version", sa.String, nullable=False),
     sa.Column("computed_at", sa.DateTime, nullable=False),

@@ -25,6 +25,7 @@ from actdb.errors import AlreadyExists, InvalidInput, NotAStore, NotFound, close
 from actdb.store import arrays as A
 from actdb.store import migrate, schema as S
 from actdb.store.catalog import Catalog, bulk_insert, insert_if_absent
+from actdb.store.moments_files import MomentFiles, drop_rows
 from actdb.store.parse import check_text, check_utf8, parse_name
 from actdb.store.records import CheckpointInfo, DatasetInfo, ModelInfo
 from actdb.store.reps import RepsMixin
@@ -143,6 +144,12 @@ class Store(RepsMixin):
                     f"{migrate.head_revision()!r}; run `actdb migrate {self.path}` (or open it for writing once)"
                 )
             migrate.upgrade(self.catalog.engine)
+
+    @property
+    def moment_files(self) -> MomentFiles:
+        """The cached per-rep moments' groups beside the arrays
+        (:class:`~actdb.store.moments_files.MomentFiles`)."""
+        return MomentFiles(self._root)
 
     def schema_revision(self) -> str | None:
         with self.catalog.connect() as conn:
@@ -365,7 +372,7 @@ class Store(RepsMixin):
             reps = sa.select(S.rep.c.id).where(S.rep.c.dataset_id == ds.id)
             conn.execute(S.result.delete().where(S.result.c.subset_hash != "all", sa.or_(
                 S.result.c.rep_a.in_(reps), S.result.c.rep_b.in_(reps))))
-            conn.execute(S.rep_moments.delete().where(S.rep_moments.c.rep_id.in_(reps)))
+            drop_rows(conn, self._root, S.rep_moments.c.rep_id.in_(reps))
 
     @staticmethod
     def _same_dataset(existing: DatasetInfo, content: str) -> DatasetInfo:

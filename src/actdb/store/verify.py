@@ -3,8 +3,8 @@
 Checks: the catalog's array path is the one derived from the rep's id, the array's
 metadata (shape, dtype, chunking, codec, owner) matches the catalog, every chunk matches its
 recorded checksum, and the whole rep's checksum (over the stored values in row order)
-matches. Finds ``writing`` leftovers of crashed writes and orphan array folders no rep
-points at. ``repair`` removes leftovers and orphans and quarantines
+matches. Finds ``writing`` leftovers of crashed writes, orphan array folders no rep
+points at and cached-moments groups no ``rep_moments`` row names. ``repair`` removes leftovers and orphans and quarantines
 corrupt reps (status ``corrupt``, array moved under ``quarantine/``).
 """
 
@@ -18,6 +18,7 @@ import sqlalchemy as sa
 
 from actdb.errors import CorruptStore
 from actdb.store import arrays as A
+from actdb.store import moments_files as MF
 from actdb.store import schema as S
 from actdb.store.checksums import CRC_ATTR, REP_ATTR, ChunkChecksums
 from actdb.store.records import Problem, VerifyReport
@@ -114,10 +115,29 @@ def verify(store: Store, *, repair: bool = False) -> VerifyReport:
         if repair:
             A.delete_array(store._root, path)
             repaired.append(f"removed orphan array {path}")
+    _moment_orphans(store, problems, repaired, repair)
     if repair:
         remaining = verify(store, repair=False)
         return VerifyReport(checked, remaining.problems, tuple(repaired))
     return VerifyReport(checked, tuple(problems), tuple(repaired))
+
+
+def _moment_orphans(store: Store, problems: list[Problem], repaired: list[str], repair: bool) -> None:
+    """Cached-moments groups (``moments/NNNNNNNNN``) that no ``rep_moments`` row names: an
+    interrupted removal or cache write leaves them; repair removes them."""
+    with store.catalog.connect() as conn:
+        known = {A.moments_path(i) for i in conn.execute(sa.select(S.rep_moments.c.id)).scalars()}
+    for path in MF.list_moments(store._root):
+        if path in known:
+            continue
+        if not A.MOMENTS_PATH.fullmatch(path):
+            problems.append(Problem(None, "orphan", f"{path!r:.200} in the array root is not a moments group "
+                                                    "actdb writes; left untouched"))
+            continue
+        problems.append(Problem(None, "orphan", f"cached moments {path} belong to no rep_moments row"))
+        if repair:
+            A.delete_array(store._root, path)
+            repaired.append(f"removed orphan cached moments {path}")
 
 
 def _quarantine(store: Store, row: sa.RowMapping) -> None:
