@@ -22,6 +22,19 @@ def best_of(fn: Callable[[], Any], repeat: int = 3) -> float:
     return min(times)
 
 
+def interleaved_rounds(fns: dict[str, Callable[[], Any]], repeat: int) -> dict[str, list[float]]:
+    """Seconds of each of ``repeat`` rounds of every function, the functions taking turns within a
+    round (a noisy, shared machine slows all of them alike)."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            gc.collect()
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+    return times
+
+
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 

@@ -22,14 +22,12 @@ machine is shared and noisy); each figure is the median of the rounds.
 from __future__ import annotations
 
 import argparse
-import gc
 import importlib.util
 import os
 import shutil
 import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -40,7 +38,7 @@ import zarr
 # bench/ must not shadow the standard library (bench/http.py vs `import http`)
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.append(str(Path(__file__).parent))
-from _common import activation_like, markdown_table  # noqa: E402
+from _common import activation_like, interleaved_rounds, markdown_table  # noqa: E402
 
 import actdb  # noqa: E402
 
@@ -49,14 +47,7 @@ BATCH = 1024
 
 def interleaved(fns: dict[str, Callable[[], Any]], repeat: int) -> dict[str, float]:
     """Median seconds of each function over ``repeat`` rounds, the functions taking turns."""
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeat):
-        for name, fn in fns.items():
-            gc.collect()
-            t = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t)
-    return {k: statistics.median(v) for k, v in times.items()}
+    return {k: statistics.median(v) for k, v in interleaved_rounds(fns, repeat).items()}
 
 
 def make_store(workdir: str, n: int, d: int) -> tuple[actdb.Database, np.ndarray]:

@@ -12,7 +12,6 @@ machine is shared and noisy); figures are medians. Plain zarr is read as a user 
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import shutil
@@ -30,7 +29,7 @@ import zarr
 # bench/ must not shadow the standard library (bench/http.py vs `import http`)
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.append(str(Path(__file__).parent))
-from _common import activation_like, doc_texts, markdown_table  # noqa: E402
+from _common import activation_like, doc_texts, interleaved_rounds, markdown_table  # noqa: E402
 
 import actdb  # noqa: E402
 from actdb.query.executor import BLOCK_BYTES  # noqa: E402
@@ -62,17 +61,6 @@ def dir_bytes(path: str) -> int:
     return sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(path) for f in fs)
 
 
-def interleaved(fns: dict[str, Callable[[], Any]], repeat: int) -> dict[str, list[float]]:
-    """Seconds of each of ``repeat`` rounds of every function, the functions taking turns within a
-    round (a noisy, shared machine slows all of them alike)."""
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeat):
-        for name, fn in fns.items():
-            gc.collect()
-            t = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t)
-    return times
 
 
 def codec_table(x: np.ndarray, workdir: str, repeat: int) -> list[dict]:
@@ -101,7 +89,7 @@ def codec_table(x: np.ndarray, workdir: str, repeat: int) -> list[dict]:
             for _ in handle.iter_blocks():
                 pass
 
-        times = interleaved({"zarr": read_zarr, "actdb": read_actdb}, repeat)
+        times = interleaved_rounds({"zarr": read_zarr, "actdb": read_actdb}, repeat)
         rz, ra = (statistics.median(times[k]) for k in ("zarr", "actdb"))
         rows.append({"codec": codec, "ratio": ratio, "write GB/s": x.nbytes / write / 1e9,
                      "zarr read GB/s (decoded)": x.nbytes / rz / 1e9,
@@ -191,7 +179,7 @@ def throughput(x: np.ndarray, workdir: str, codec: str, repeat: int) -> tuple[li
     fns["numpy.load"] = lambda: np.load(npy)
     for fn in fns.values():  # warm the page cache and the code paths for all alike
         fn()
-    times = interleaved(fns, repeat)
+    times = interleaved_rounds(fns, repeat)
 
     def gbs(name: str) -> tuple[float, str]:
         ts = times[name]

@@ -10,6 +10,7 @@ corrupt reps (status ``corrupt``, array moved under ``quarantine/``).
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -104,17 +105,8 @@ def verify(store: Store, *, repair: bool = False) -> VerifyReport:
             if repair:
                 A.delete_array(store._root, A.rep_path(row["id"]))
                 repaired.append(f"removed array of replaced rep {row['id']}")
-    for path in A.list_arrays(store._root):
-        if path in known:
-            continue
-        if not A.REP_PATH.fullmatch(path):
-            problems.append(Problem(None, "orphan", f"{path!r:.200} in the array root is not an array actdb "
-                                                    "writes; left untouched"))
-            continue
-        problems.append(Problem(None, "orphan", f"array {path} belongs to no rep"))
-        if repair:
-            A.delete_array(store._root, path)
-            repaired.append(f"removed orphan array {path}")
+    _orphans(store, A.list_arrays(store._root), known, A.REP_PATH, "an array", "array {} belongs to no rep",
+             "removed orphan array {}", problems, repaired, repair)
     _moment_orphans(store, problems, repaired, repair)
     if repair:
         remaining = verify(store, repair=False)
@@ -127,17 +119,26 @@ def _moment_orphans(store: Store, problems: list[Problem], repaired: list[str], 
     interrupted removal or cache write leaves them; repair removes them."""
     with store.catalog.connect() as conn:
         known = {A.moments_path(i) for i in conn.execute(sa.select(S.rep_moments.c.id)).scalars()}
-    for path in MF.list_moments(store._root):
+    _orphans(store, MF.list_moments(store._root), known, A.MOMENTS_PATH, "a moments group",
+             "cached moments {} belong to no rep_moments row", "removed orphan cached moments {}",
+             problems, repaired, repair)
+
+
+def _orphans(store: Store, paths: list[str], known: set[str], pattern: re.Pattern[str], kind: str, found: str,
+             removed: str, problems: list[Problem], repaired: list[str], repair: bool) -> None:
+    """Report (and with ``repair`` delete) folders under the array root that no catalog row names;
+    names actdb does not write (``pattern``) are reported and left untouched."""
+    for path in paths:
         if path in known:
             continue
-        if not A.MOMENTS_PATH.fullmatch(path):
-            problems.append(Problem(None, "orphan", f"{path!r:.200} in the array root is not a moments group "
-                                                    "actdb writes; left untouched"))
+        if not pattern.fullmatch(path):
+            problems.append(Problem(None, "orphan", f"{path!r:.200} in the array root is not {kind} actdb "
+                                                    "writes; left untouched"))
             continue
-        problems.append(Problem(None, "orphan", f"cached moments {path} belong to no rep_moments row"))
+        problems.append(Problem(None, "orphan", found.format(path)))
         if repair:
             A.delete_array(store._root, path)
-            repaired.append(f"removed orphan cached moments {path}")
+            repaired.append(removed.format(path))
 
 
 def _quarantine(store: Store, row: sa.RowMapping) -> None:
