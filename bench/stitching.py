@@ -32,7 +32,7 @@ def main() -> None:
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from actdb.ingest.texts import docstring_texts
-    from actdb.training import pythia_config, train_causal_lm, train_tokenizer
+    from actdb.demo.training import pythia_config, train_causal_lm, train_tokenizer
 
     layers, width, steps, n_texts = (2, 32, 20, 48) if args.tiny else (12, 64, 60, 160)
     work = Path(tempfile.mkdtemp(prefix="actdb-stitch-", dir=os.environ.get("ACTDB_BENCH_DIR")))

@@ -23,7 +23,7 @@ def two_tokenizers(tmp_path_factory):
     import transformers as tf
 
     from actdb.ingest.texts import docstring_texts
-    from actdb.training import train_tokenizer
+    from actdb.demo.training import train_tokenizer
 
     root = tmp_path_factory.mktemp("tok")
     texts = docstring_texts(40, seed=7)

@@ -19,7 +19,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 def history(tmp_path_factory):
     """A tiny GPT-NeoX trained 0 -> 40 -> 160 -> 200 steps, ingested (float32, token-level)."""
     from actdb.ingest.texts import docstring_texts
-    from actdb.training import pythia_config, train_causal_lm, train_tokenizer
+    from actdb.demo.training import pythia_config, train_causal_lm, train_tokenizer
 
     root = tmp_path_factory.mktemp("stitch")
     texts = docstring_texts(400, seed=3)

@@ -72,7 +72,7 @@ def ensure_solu() -> None:
     and put it where ``transformers`` looks it up: ``ACT2FN`` is a copy of ``ACT2CLS``)."""
     from transformers import activations
 
-    from actdb.training import register_activations
+    from actdb.models.solu import register_solu as register_activations
 
     register_activations()
     if "solu" not in activations.ACT2FN and "solu" in activations.ACT2CLS:
@@ -125,7 +125,7 @@ def run_study(db: Any, store: Path, config: Config, log: Callable[[str], None] =
 
     tlog.disable_progress_bar()
     tlog.set_verbosity_error()
-    from actdb.training import log_spaced_steps, pythia_config, train_causal_lm, train_tokenizer
+    from actdb.demo.training import log_spaced_steps, pythia_config, train_causal_lm, train_tokenizer
 
     study = Study(store=store, config=config)
     timer = Timer(study.timings, log)

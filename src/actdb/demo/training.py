@@ -1,11 +1,7 @@
-"""Making real checkpoints offline: a byte-level BPE tokenizer trained on shipped text,
-tiny Pythia-architecture (GPT-NeoX) models with GeLU or SoLU MLPs, and a training loop
-that saves checkpoints at chosen (log-spaced) steps.
-
-Used by ``actdb demo`` and the tests; nothing here downloads anything. SoLU follows
-Elhage et al. 2022: ``SoLU(x) = x · softmax(x)`` over the MLP's hidden units, followed by
-a LayerNorm (here without learned scale and shift, so it is a pure activation function
-that round-trips through ``save_pretrained``/``from_pretrained`` with ``hidden_act="solu"``).
+"""Making real checkpoints offline for the demo and the tests: a byte-level BPE tokenizer
+trained on shipped text, tiny Pythia-architecture (GPT-NeoX) models with GeLU or SoLU MLPs
+(:mod:`actdb.models.solu`), and a training loop that saves checkpoints at chosen
+(log-spaced) steps. Nothing here downloads anything.
 """
 
 from __future__ import annotations
@@ -15,28 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-_REGISTERED = False
-
-
-def register_activations() -> None:
-    """Make ``hidden_act="solu"`` loadable by transformers (idempotent; done on first use,
-    not at import)."""
-    global _REGISTERED
-    if _REGISTERED:
-        return
-    import torch
-    from transformers import activations
-
-    class SoLU(torch.nn.Module):
-        """x · softmax(x) over the last dimension, then a parameter-free LayerNorm."""
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            y = x * torch.softmax(x, dim=-1)
-            return torch.nn.functional.layer_norm(y, y.shape[-1:])
-
-    activations.ACT2CLS.setdefault("solu", SoLU)
-    activations.ACT2FN.setdefault("solu", SoLU)  # ACT2FN is a copy of ACT2CLS, not a view
-    _REGISTERED = True
+from actdb.errors import InvalidInput
+from actdb.models.solu import register_solu
 
 
 def train_tokenizer(texts: Sequence[str], folder: Path | None = None, vocab_size: int = 512,
@@ -64,11 +40,9 @@ def pythia_config(vocab_size: int, *, width: int = 64, layers: int = 4, act: str
     import transformers as tf
 
     if act not in ("gelu", "solu"):
-        from actdb.errors import InvalidInput
-
         raise InvalidInput(f"act={act!r}: choose 'gelu' or 'solu'")
     if act == "solu":
-        register_activations()
+        register_solu()  # so that from_config can build the SoLU MLPs
     return tf.GPTNeoXConfig(vocab_size=vocab_size, hidden_size=width, num_hidden_layers=layers,
                             num_attention_heads=heads, intermediate_size=4 * width,
                             max_position_embeddings=max_positions, rotary_pct=0.25, use_parallel_residual=True,
@@ -80,7 +54,7 @@ def log_spaced_steps(total: int, count: int) -> list[int]:
     """``count`` distinct steps from 0 to ``total``, spaced evenly in log(1 + step)."""
     steps = {0, total}
     for k in range(1, count - 1):
-        steps.add(int(round(math.expm1(math.log1p(total) * k / (count - 1)))))
+        steps.add(round(math.expm1(math.log1p(total) * k / (count - 1))))
     return sorted(steps)
 
 
