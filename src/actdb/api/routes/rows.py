@@ -1,4 +1,4 @@
-"""A rep's rows and token labels over HTTP (``GET /v1/reps/{id}/rows`` and ``/tokens``).
+"""A rep's rows and token labels over HTTP: ``GET /v1/reps/{id}/rows`` and ``/tokens``.
 
 Rows go out as an Arrow IPC stream: a ``row`` column (int64, the rep's row numbers) and
 one ``values`` column of fixed-size lists (``dim`` floats a row, float16 or float32 as
@@ -13,12 +13,22 @@ over either bound is refused with 413 and the largest range that fits, so a clie
 from __future__ import annotations
 
 import io
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pyarrow as pa
+from fastapi import APIRouter, Query, Request
+from fastapi import Path as Path_
+from fastapi.responses import Response
 
+from actdb.api import schemas as S
+from actdb.api.routes.deps import DbDep, GateDep, Limits
+from actdb.api.routes.formats import ARROW, ROWS_ERRORS, json_response, table_response, tabular, wants
+from actdb.database import Database
 from actdb.errors import InvalidInput, NotFound
+
+if TYPE_CHECKING:
+    from actdb.query.handle import RepHandle
 
 MAX_ROWS = 100_000
 MAX_BYTES = 64 * 2**20
@@ -28,15 +38,13 @@ class TooLarge(InvalidInput):
     """A request for more rows or bytes than the server sends at once (HTTP 413)."""
 
 
-def find_rep(db: Any, rep_id: int) -> Any:
+def find_rep(db: Database, rep_id: int) -> RepHandle:
     """The handle of complete local rep ``rep_id``, or NotFound saying how to list them."""
-    found = db.reps(rep_id=rep_id).resolve()
+    found = list(db.reps(rep_id=rep_id))  # the selection yields handles; catalog only
     if not found:
         raise NotFound(f"no complete rep with id {rep_id} in this store; list the reps and their ids with "
                        "GET /v1/reps")
-    from actdb.query.handle import RepHandle
-
-    return RepHandle(found[0], db)
+    return found[0]
 
 
 def row_range(n_rows: int, start: int, stop: int | None, *, what: str = "rows") -> tuple[int, int]:
@@ -66,7 +74,7 @@ def check_size(start: int, stop: int, dim: int, itemsize: int, *, max_rows: int,
                        f"{fits:,} rows a request, e.g. start={start}&stop={start + fits}")
 
 
-def rows_ipc(handle: Any, start: int, stop: int | None, *, max_rows: int = MAX_ROWS,
+def rows_ipc(handle: RepHandle, start: int, stop: int | None, *, max_rows: int = MAX_ROWS,
              max_bytes: int = MAX_BYTES) -> bytes:
     """Rows ``start:stop`` of a rep as Arrow IPC stream bytes (see the module docstring)."""
     r = handle.record
@@ -88,10 +96,57 @@ def rows_ipc(handle: Any, start: int, stop: int | None, *, max_rows: int = MAX_R
     return sink.getvalue()
 
 
-def tokens_page(handle: Any, offset: int, limit: int) -> tuple[pa.Table, int]:
+def tokens_page(handle: RepHandle, offset: int, limit: int) -> tuple[pa.Table, int]:
     """Rows ``offset:offset+limit`` of a rep's labels (:meth:`RepHandle.tokens`) and their total."""
     table = handle.tokens()
     total = table.num_rows
     if offset > total:
         raise InvalidInput(f"offset={offset} is past the rep's {total} rows; give 0 <= offset <= {total}")
     return table.slice(offset, limit), total
+
+
+def router(limits: Limits) -> APIRouter:
+    """The rows and tokens routes under ``limits`` (``rows_max`` is in the schema: a tokens
+    page's default and maximum size)."""
+    r = APIRouter(tags=["catalog"])
+
+    @r.get("/reps/{rep_id}/rows", response_class=Response, responses={
+        200: {"content": {ARROW: {"schema": {"type": "string", "format": "binary"}}},
+              "description": "Arrow IPC stream: columns row (int64) and values (fixed-size list of dim floats)"},
+        **ROWS_ERRORS})
+    def rep_rows(db: DbDep, gate: GateDep,
+                 rep_id: int = Path_(ge=0, le=2**62, description="The rep's id (GET /v1/reps)."),
+                 start: int = Query(0, ge=0, le=2**62, description="First row (0-based)."),
+                 stop: int | None = Query(None, ge=0, le=2**62, description="One past the last row (default: "
+                                                                             "the end).")) -> Any:
+        """Rows ``start:stop`` of a rep's values as an Arrow IPC stream: a ``row`` column and a
+        ``values`` column of fixed-size lists (``dim`` floats, float16 or float32 as stored);
+        schema metadata ``actdb.*`` names the rep. At most ``rows_max`` rows and
+        ``rows_max_bytes`` bytes a request (413 beyond, with a range that fits): page with ``start``.
+        """
+        with gate.shared():
+            body = rows_ipc(find_rep(db, rep_id), start, stop, max_rows=limits.rows_max,
+                            max_bytes=limits.rows_max_bytes)
+        return Response(body, media_type=ARROW)
+
+    @r.get("/reps/{rep_id}/tokens", response_model=S.TokensOut,
+           responses=tabular(arrow=True) | {413: ROWS_ERRORS[413]})
+    def rep_tokens(request: Request, db: DbDep, gate: GateDep,
+                   rep_id: int = Path_(ge=0, le=2**62, description="The rep's id (GET /v1/reps)."),
+                   limit: int = Query(min(1000, limits.rows_max), ge=1, le=limits.rows_max),
+                   offset: int = Query(0, ge=0, le=2**62),
+                   format: Literal["json", "csv", "arrow"] | None = Query(
+                       None, description="Override the Accept header.")) -> Any:
+        """The labels of a rep's rows, paginated: row, example, and for token-level reps
+        position, token_id, token, char_start, char_end, special; the example's label and split.
+        JSON (default), CSV or Arrow; the total in ``total`` (JSON) or header ``X-Total-Count``."""
+        fmt = wants(request, format)
+        with gate.shared():
+            table, total = tokens_page(find_rep(db, rep_id), offset, limit)
+        if fmt == "json":
+            nxt = offset + table.num_rows if offset + table.num_rows < total else None
+            return json_response({"rows": table.to_pylist(), "total": total, "limit": limit, "offset": offset,
+                                  "next_offset": nxt})
+        return table_response(table, fmt, headers={"X-Total-Count": str(total)})
+
+    return r
