@@ -3,31 +3,167 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pyarrow as pa
+
 from actdb.errors import InvalidInput
-from actdb.store import Store, VerifyReport
+from actdb.store import Store, StoreSet, VerifyReport
+from actdb.store.arrays import RepArray
+from actdb.store.catalog import Catalog
+from actdb.store.records import CheckpointInfo, DatasetInfo, ModelInfo, RepRecord, TokenizationInfo
+from actdb.store.rep_writer import RepWriter
 
 if TYPE_CHECKING:
     from actdb.query.selection import Selection
 
 
-class Database(Store):
+class Database:
     """An open actdb store. Create with :func:`actdb.open`.
 
-    Everything a user needs is reachable from here: datasets, models, checkpoints and
-    reps (:meth:`add_dataset`, :meth:`write_rep`, :meth:`read_rep`), ingest
-    (:meth:`ingest`), lazy comparisons (:meth:`reps`) and SQL (:meth:`sql`).
+    A thin facade: everything a user needs is reachable from here, and each method hands
+    its work to a part — the local :class:`~actdb.store.Store` and its repositories
+    (datasets, models, checkpoints, reps: :meth:`add_dataset`, :meth:`write_rep`,
+    :meth:`read_rep`), the attached stores (:meth:`attach`), ingest (:meth:`ingest`), lazy
+    comparisons (:meth:`reps`) and SQL (:meth:`sql`).
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        from actdb import attachments
+    def __init__(self, path: str | os.PathLike[str], *, catalog_url: str | None = None, read_only: bool = False,
+                 create: bool = True, busy_timeout: float = 10.0, arrays_url: str | None = None,
+                 storage_options: dict[str, Any] | None = None):
+        self.store = Store(path, catalog_url=catalog_url, read_only=read_only, create=create,
+                           busy_timeout=busy_timeout, arrays_url=arrays_url, storage_options=storage_options)
+        self.stores = StoreSet(self.store)
 
-        self._attached: dict[str, Database] = {}  # opened attachments, by name
-        # the store's configured attachments (actdb.json), opened lazily on first use
-        self._attachments: dict[str, attachments.Attachment] = attachments.load(self.path)
+    # ------------------------------------------------------- the store's facts
+    @property
+    def path(self) -> Path:
+        return self.store.path
+
+    @property
+    def read_only(self) -> bool:
+        return self.store.read_only
+
+    @property
+    def catalog(self) -> Catalog:
+        """The catalog connection (operators and tests; library code goes through repositories)."""
+        return self.store.catalog
+
+    @property
+    def catalog_url(self) -> str:
+        return self.store.catalog_url
+
+    @property
+    def arrays_location(self) -> str:
+        return self.store.arrays_location
+
+    @property
+    def storage_options(self) -> dict[str, Any] | None:
+        return self.store.storage_options
+
+    def schema_revision(self) -> str | None:
+        return self.store.schema_revision()
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Database {self.path}{' read-only' if self.read_only else ''}>"
+
+    # ---------------------------------------------------- models, checkpoints
+    def add_model(self, name: str, **meta: Any) -> ModelInfo:
+        """Register a model (idempotent; newly given metadata is filled in): ``family``,
+        ``architecture``, ``width``, ``depth``, ``n_params``, ``meta``."""
+        return self.store.models.add(name, **meta)
+
+    def model(self, name: str) -> ModelInfo:
+        return self.store.models.get(name)
+
+    def models(self) -> list[ModelInfo]:
+        return self.store.models.all()
+
+    def add_checkpoint(self, model: str, name: str, **meta: Any) -> CheckpointInfo:
+        """Register a checkpoint of ``model`` (created if new): ``step``, ``tokens_seen``,
+        ``weights_hash``, ``source``, ``meta``. A different ``weights_hash`` for an existing
+        name is refused."""
+        return self.store.models.add_checkpoint(model, name, **meta)
+
+    def checkpoint(self, model: str, name: str) -> CheckpointInfo:
+        return self.store.models.checkpoint(model, name)
+
+    def checkpoints(self, model: str | None = None) -> list[CheckpointInfo]:
+        """Checkpoints (of one model, or all), ordered by model then step."""
+        return self.store.models.checkpoints(model)
+
+    def duplicate_checkpoints(self) -> list[CheckpointInfo]:
+        """Checkpoints whose weights hash equals an earlier checkpoint's of the same model."""
+        return self.store.models.duplicate_checkpoints()
+
+    # ------------------------------------------------------ datasets, tokens
+    def add_dataset(self, name: str, texts: Iterable[str], *, labels: Sequence[Any] | None = None,
+                    splits: Sequence[Any] | None = None, meta: dict[str, Any] | None = None) -> DatasetInfo:
+        """Store a list of texts (the stimuli), with optional labels and splits; identified by
+        its texts (see :meth:`actdb.store.datasets.DatasetRepository.add`)."""
+        return self.store.datasets.add(name, texts, labels=labels, splits=splits, meta=meta)
+
+    def annotate(self, dataset: str, *, labels: Sequence[Any] | None = None,
+                 splits: Sequence[Any] | None = None) -> DatasetInfo:
+        """Set (or replace) the labels and/or splits of a stored dataset, one per example."""
+        return self.store.datasets.annotate(dataset, labels=labels, splits=splits)
+
+    def dataset(self, name: str) -> DatasetInfo:
+        return self.store.datasets.get(name)
+
+    def datasets(self) -> list[DatasetInfo]:
+        return self.store.datasets.all()
+
+    def texts(self, dataset: str) -> list[str]:
+        return self.store.datasets.texts(dataset)
+
+    def examples(self, dataset: str) -> pa.Table:
+        """The example table of a dataset: example, text, label, split."""
+        return self.store.datasets.examples(dataset)
+
+    def add_tokenization(self, dataset: str, tokenizer: str, tokens: Any, **kwargs: Any) -> TokenizationInfo:
+        """Store the token table of ``dataset`` by ``tokenizer`` (idempotent for equal content)."""
+        return self.store.tokenizations.add(dataset, tokenizer, tokens, **kwargs)
+
+    def tokenization(self, dataset: str, tokenizer: str, max_length: int | None = None) -> TokenizationInfo:
+        return self.store.tokenizations.get(dataset, tokenizer, max_length)
+
+    def token_table(self, tokenization_id: int) -> pa.Table:
+        """The token table (row order) of a tokenization, as Arrow."""
+        return self.store.tokenizations.token_table(tokenization_id)
+
+    # ------------------------------------------------------------------- reps
+    def write_rep(self, model: str, checkpoint: str, dataset: str, site: str, array: Any, **kwargs: Any) -> RepRecord:
+        """Store one rep: ``array`` is ``(n_rows, dim)``, numpy or torch, any float dtype.
+
+        Token-level reps (``pooling="token"``) need their token table: pass ``tokens``
+        (and a ``tokenizer`` name) or the ``tokenizer`` of a token table already stored
+        for ``dataset``. Example-level reps (``mean``, ``first``, ``last``) have one row
+        per example. Also ``dtype`` (float16, bfloat16, float32), ``layer``, ``codec``,
+        ``allow_nonfinite``, ``overwrite``. Everything is validated before anything is written.
+        """
+        return self.store.reps.write(model, checkpoint, dataset, site, array, **kwargs)
+
+    def rep_writer(self, model: str, checkpoint: str, dataset: str, site: str, **kwargs: Any) -> RepWriter:
+        """A :class:`~actdb.store.RepWriter` for streaming a rep in (``n_rows``, ``dim``, and
+        the options of :meth:`write_rep`; ``resume=True`` continues an interrupted write)."""
+        return self.store.reps.writer(model, checkpoint, dataset, site, **kwargs)
+
+    def find_reps(self, **exact: Any) -> list[RepRecord]:
+        """Reps matching exact values of model, checkpoint, dataset, site, pooling (and
+        ``status``, default complete); :meth:`reps` adds globs and ranges."""
+        return self.store.reps.find(**exact)
+
+    def rep_meta(self, rep_id: int) -> dict[str, Any]:
+        return self.store.reps.meta(rep_id)
 
     # ------------------------------------------------------------------ queries
     def reps(self, **filters: Any) -> Selection:
@@ -38,7 +174,7 @@ class Database(Store):
         only) or a comparison of it is computed."""
         from actdb.query.selection import Selection
 
-        return Selection.build(self, filters)
+        return Selection.build(self.stores, filters)
 
     def rep(self, rep_id: int | None = None, /, **filters: Any) -> Any:
         """One complete rep by name: ``db.rep(model="m", checkpoint="final", site="hidden.3")``
@@ -56,14 +192,14 @@ class Database(Store):
             if filters:
                 raise InvalidInput("db.rep() takes a positional rep id or filters, not both; "
                                    f"use db.rep(rep_id={rep_id!r}, ...) to filter by id")
-            return super().rep(rep_id)
+            return self.store.reps.record(rep_id)
         if not filters:
             raise InvalidInput("db.rep() needs filters naming one rep, e.g. db.rep(model='m', checkpoint='final', "
                                "site='hidden.3'), or a rep id")
         return self.reps(**filters).one()
 
     def attach(self, path_or_url: str | os.PathLike[str], *, name: str, catalog_url: str | None = None,
-               persist: bool = False) -> Database:
+               persist: bool = False) -> Store:
         """Mount another store read-only under ``name``: ``db.reps(store=name, ...)``
         selects its reps, and they compare with local reps of the same texts.
 
@@ -73,120 +209,55 @@ class Database(Store):
         CLI command and ``actdb serve`` of this store attaches it again. A relative path
         is recorded relative to this store. Persisting needs the store open for writing.
         """
-        from actdb import attachments
-        from actdb.errors import AlreadyExists, NotAStore, ReadOnly
-        from actdb.store.parse import parse_name
-
-        name = parse_name(name, "attached store")
-        if name == "local" or name in self._attached or name in self._attachments:
-            raise AlreadyExists(f"a store named {name!r} is already attached to {self.path}; choose another "
-                                f"name{' (or detach it first)' if name != 'local' else ''}")
-        if persist and self.read_only:
-            raise ReadOnly(f"{self.path} is open read-only: open it for writing to change its attachments")
-        text = os.fspath(path_or_url)
-        if "://" in text:
-            recorded, resolved = text, Path(text)
-        else:
-            resolved = Path(text).expanduser().resolve()
-            if resolved == self.path:
-                raise InvalidInput(f"cannot attach store {self.path} to itself")
-            recorded = attachments.recorded_path(self.path, resolved) if persist else str(resolved)
-            if not (resolved / attachments.MARKER).is_file():
-                raise NotAStore(f"cannot attach {text!r}: {resolved} is not an actdb store (no "
-                                f"{attachments.MARKER} in it); give the path of the other project's store")
-        other = Database(text if "://" in text else resolved, catalog_url=catalog_url, read_only=True)
-        att = attachments.Attachment(name, recorded, resolved, catalog_url, persisted=persist)
-        if persist:
-            attachments.save(self.path, att)
-        self._attachments[name] = att
-        self._attached[name] = other
-        return other
+        return self.stores.attach(path_or_url, name=name, catalog_url=catalog_url, persist=persist)
 
     def detach(self, name: str) -> None:
         """Unmount an attached store; when it is part of this store's configuration, remove it
         there too (needs the store open for writing)."""
-        from actdb import attachments
-        from actdb.errors import NotFound, ReadOnly, close_matches
-
-        att = self._attachments.get(name)
-        if att is None:
-            raise NotFound(f"no attached store named {name!r} in {self.path}; "
-                           f"{close_matches(str(name), self._attachments)}")
-        if att.persisted:
-            if self.read_only:
-                raise ReadOnly(f"{self.path} is open read-only: open it for writing to change its attachments")
-            attachments.remove(self.path, name)
-        del self._attachments[name]
-        other = self._attached.pop(name, None)
-        if other is not None:
-            other.close()
+        self.stores.detach(name)
 
     def attachments(self) -> list[dict[str, Any]]:
         """The attached stores: name, path as recorded, resolved path, whether it is persisted
         in this store's configuration, and whether a store is there (``ok``)."""
-        return [{"name": a.name, "path": a.path, "resolved": str(a.resolved), "catalog_url": a.catalog_url,
-                 "persisted": a.persisted, "ok": a.exists} for a in self._attachments.values()]
+        return self.stores.attachments()
 
-    def store_handle(self, name: str = "local") -> Database:
+    def store_handle(self, name: str = "local") -> Store:
         """This store (``"local"``) or an attached one, by name (opened read-only on first use)."""
-        if name == "local":
-            return self
-        if name in self._attached:
-            return self._attached[name]
-        from actdb import attachments
-        from actdb.errors import NotAStore, NotFound, close_matches
+        return self.stores.get(name)
 
-        att = self._attachments.get(name)
-        if att is None:
-            raise NotFound(f"no attached store named {name!r}; {close_matches(name, self._attachments)}. "
-                           f"Attach it with `actdb attach {self.path} PATH --name {name}` "
-                           f"(Python: db.attach(path, name={name!r}))") from None
-        if not att.exists:
-            raise NotAStore(attachments.moved_message(self.path, att))
-        other = Database(att.path if "://" in att.path else att.resolved, catalog_url=att.catalog_url,
-                         read_only=True)
-        self._attached[name] = other
-        return other
-
-    def read_rep(self, rep: Any) -> Any:
+    def read_rep(self, rep: Any) -> RepArray:
         """A lazy handle on a complete rep's array (row slices read only their chunks).
 
         ``rep``: a rep id (int), a rep handle as ``db.rep(...)`` returns and ``db.reps()``
-        yields it (or its ``Rep`` record; also from an attached store), or a ``RepInfo``. Row ``i`` of a token-level rep is row ``i`` of
-        its token table, in (example, position) order, padding dropped; row ``i`` of a
-        pooled rep (mean/first/last) is example ``i`` of the dataset.
+        yields it, or a :class:`~actdb.store.records.RepRecord` (also of an attached store).
+        Row ``i`` of a token-level rep is row ``i`` of its token table, in (example,
+        position) order, padding dropped; row ``i`` of a pooled rep (mean/first/last) is
+        example ``i`` of the dataset.
         """
         import numbers
 
-        from actdb.store.records import RepInfo
-
-        if isinstance(rep, RepInfo):
-            return super().read_rep(rep)
-        rep_id = getattr(rep, "rep_id", None)
-        if rep_id is not None and isinstance(getattr(rep, "store", None), str):
-            return Store.read_rep(self.store_handle(rep.store), int(rep_id))
+        record = getattr(rep, "record", rep)  # a RepHandle holds its record
+        if isinstance(record, RepRecord):
+            return self.stores.get(record.store).reps.open(record)
         if isinstance(rep, numbers.Integral) and not isinstance(rep, bool):
-            return super().read_rep(int(rep))
+            return self.store.reps.open(int(rep))
         raise InvalidInput(f"read_rep takes a rep id (int) or a rep from db.reps(), not {type(rep).__name__} "
                            f"{rep!r:.60}")
 
     def close(self) -> None:
-        for other in self._attached.values():
-            other.close()
-        self._attached.clear()
-        super().close()
+        self.stores.close()
 
     def session(self) -> Any:
         """``with db.session():`` holds one catalog connection across many writes
         (saves ~15 ms a write on DuckDB; keep it short, other processes wait)."""
-        return self.catalog.session()
+        return self.store.session()
 
     def verify(self, *, repair: bool = False) -> VerifyReport:
         """Check every complete rep's array and checksum; ``repair`` removes leftovers
         of crashed writes and orphan arrays and quarantines corrupt reps."""
         from actdb.store.verify import verify
 
-        return verify(self, repair=repair)
+        return verify(self.store, repair=repair)
 
     def rm(self, *, model: Any = None, checkpoint: Any = None, dataset: Any = None, site: Any = None,
            rep: Any = None, yes: bool = False) -> Any:
@@ -197,26 +268,26 @@ class Database(Store):
         :func:`actdb.store.prune.remove`."""
         from actdb.store.prune import remove
 
-        return remove(self, model=model, checkpoint=checkpoint, dataset=dataset, site=site, rep=rep, yes=yes)
+        return remove(self.store, model=model, checkpoint=checkpoint, dataset=dataset, site=site, rep=rep, yes=yes)
 
     def clear_cache(self, *, measure: Any = None) -> Any:
         """Delete cached measure values (of ``measure`` only, when given) and, with no
         measure named, the cached per-rep moments; returns what was cleared."""
         from actdb.store.prune import clear_cache
 
-        return clear_cache(self, measure=measure)
+        return clear_cache(self.store, measure=measure)
 
     def du(self, *, by: str = "checkpoint") -> list[dict[str, Any]]:
         """Disk usage: array bytes by model, checkpoint or site, the catalog, the caches."""
         from actdb.store.prune import disk_usage
 
-        return disk_usage(self, by=by)
+        return disk_usage(self.store, by=by)
 
     def migrate(self) -> str:
         """Upgrade the catalog to this actdb's schema head (opening does it too)."""
         from actdb.store import migrate
 
-        migrate.upgrade(self.catalog.engine)
+        migrate.upgrade(self.store.catalog.engine)
         return migrate.head_revision()
 
     def sql(self, query: str, *, max_rows: int | None = 1_000_000, timeout: float | None = 60.0,
@@ -232,18 +303,17 @@ class Database(Store):
         seconds (the query is interrupted), ``max_rows`` / ``max_bytes`` of result,
         ``memory_limit`` of engine memory, ``threads`` engine threads (default: up to 4).
         """
-        from actdb.query.sql import sql_with_dissim
-        from actdb.query.sqllimits import DEFAULT_THREADS, Limits
+        from actdb.query.sql import DEFAULT_THREADS, Limits, sql_with_dissim
 
         limits = Limits.parse(max_rows=max_rows, timeout=timeout, max_bytes=max_bytes, memory_limit=memory_limit,
                               threads=DEFAULT_THREADS if threads is None else threads)
-        return sql_with_dissim(self, query, limits=limits)
+        return sql_with_dissim(self.stores, query, limits=limits)
 
     def ingest(self, model: Any, dataset: Any, **kwargs: Any) -> Any:
         """Run a transformers model over a dataset; see :func:`actdb.ingest.run`."""
         from actdb.ingest import run
 
-        return run(self, model, dataset, **kwargs)
+        return run(self.store, model, dataset, **kwargs)
 
 
 def open(path: str, *, catalog_url: str | None = None, read_only: bool = False,  # noqa: A001 - public name

@@ -8,7 +8,7 @@ import torch
 
 from actdb.errors import InvalidInput, NotFound
 from actdb.query.handle import RepHandle
-from actdb.query.selection import Rep
+from actdb.store.records import RepRecord
 from query_data import DIM, LABELS, N_EX, TOK_PER_EX, token_table
 
 
@@ -147,7 +147,7 @@ def test_iterating_a_selection_yields_handles_equal_to_records(qdb):
     sel = db.reps(checkpoint="final")
     handles = list(sel)
     records = sel.resolve()
-    assert all(isinstance(h, RepHandle) for h in handles) and all(isinstance(r, Rep) for r in records)
+    assert all(isinstance(h, RepHandle) for h in handles) and all(isinstance(r, RepRecord) for r in records)
     assert handles == records and {h.key for h in handles} == {r.key for r in records}
     assert set(handles) == set(records)
     assert [h.label() for h in handles] == [r.label() for r in records]

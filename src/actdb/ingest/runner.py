@@ -42,6 +42,17 @@ if TYPE_CHECKING:
     from actdb.store.store import Store
 
 
+def store_of(target: Any) -> Store:
+    """The store to ingest into: a :class:`Store`, or an object holding one as ``.store``."""
+    from actdb.store.store import Store
+
+    if isinstance(target, Store):
+        return target
+    if isinstance(getattr(target, "store", None), Store):
+        return target.store
+    raise InvalidInput(f"ingest writes into an open store (actdb.open(PATH)), not {type(target).__name__}")
+
+
 def parse_poolings(value: str | Iterable[str]) -> tuple[str, ...]:
     """``"token,mean"`` or ``["token", "mean"]`` -> ``("token", "mean")`` (validated, deduplicated)."""
     items = value.split(",") if isinstance(value, str) else list(value)
@@ -96,7 +107,7 @@ def _progress(total: int, quiet: bool) -> Iterator[Any]:
         yield (bar, task)
 
 
-def run(db: Store, model: str | os.PathLike[str], dataset: Any, *, checkpoints: Any = None,
+def run(target: Any, model: str | os.PathLike[str], dataset: Any, *, checkpoints: Any = None,
         sites: str | Sequence[str] = ("hidden.*",), pooling: str | Sequence[str] = ("token",),
         batch_size: int = 32, max_length: int | None = None, device: str = "cpu", dtype: str = "float16",
         texts: Any = None, text_column: str = "text", label_column: str | None = None,
@@ -104,6 +115,9 @@ def run(db: Store, model: str | os.PathLike[str], dataset: Any, *, checkpoints: 
         revision: str | None = None, quiet: bool = False,
         on_sites: Callable[[list[Site]], None] | None = None) -> IngestResult:
     """Run ``model`` (or each of its ``checkpoints``) over ``dataset`` and store the activations.
+
+    ``target``: the :class:`~actdb.store.Store` to write into, or an open ``Database``
+    (its local store is used).
 
     ``model``: a local model folder or a hub id (offline: in the local cache), or a
     folder of ``checkpoint-*``/``step*`` subfolders. ``name``: the model's name in the
@@ -122,6 +136,7 @@ def run(db: Store, model: str | os.PathLike[str], dataset: Any, *, checkpoints: 
     ``on_sites``: called with the matched sites once they are known, before anything is
     written or run (the CLI prints them; raising from it stops the ingest there).
     """
+    db = store_of(target)
     started = time.perf_counter()
     poolings = parse_poolings(pooling)
     stored_dtype = parse_dtype(dtype)
@@ -148,7 +163,7 @@ def run(db: Store, model: str | os.PathLike[str], dataset: Any, *, checkpoints: 
         text_list = source.texts
     else:
         try:
-            text_list = db.texts(ds_name)
+            text_list = db.datasets.texts(ds_name)
         except NotFound as exc:
             raise NotFound(f"{exc}; or pass texts= (a list, a file or a dataset object) to create it") from None
         check_texts(text_list, f"dataset {ds_name!r}")
@@ -174,7 +189,7 @@ def run(db: Store, model: str | os.PathLike[str], dataset: Any, *, checkpoints: 
                    model_dtype=model_dtype, tokenizer_arg=tokenizer)
     # -- a finished ingest is a no-op: look before writing anything
     if source is not None and _exists(db, ds_name):
-        db.add_dataset(ds_name, text_list, labels=source.labels)  # no write; raises if the contents differ
+        db.datasets.add(ds_name, text_list, labels=source.labels)  # no write; raises if the contents differ
     tok_name = runs.tokenizer_name_for(db, tok_hash) or model_name
     _check_weights(ctx, specs[0], first)  # new weights under a stored name: refused before any write
     done = _already_done(ctx, specs, first_sites, tok_name, table, first)
@@ -185,10 +200,10 @@ def run(db: Store, model: str | os.PathLike[str], dataset: Any, *, checkpoints: 
 
     with db.session():
         if source is not None:
-            db.add_dataset(ds_name, text_list, labels=source.labels)
-        tok = db.add_tokenization(ds_name, tok_name, table.table, max_length=ml, tokenizer_hash=tok_hash,
+            db.datasets.add(ds_name, text_list, labels=source.labels)
+        tok = db.tokenizations.add(ds_name, tok_name, table.table, max_length=ml, tokenizer_hash=tok_hash,
                                   n_truncated=table.n_truncated)
-        db.add_model(model_name, family=first.family, architecture=first.architecture, width=first.hidden_size,
+        db.models.add(model_name, family=first.family, architecture=first.architecture, width=first.hidden_size,
                      depth=first.n_layers, n_params=first.n_params)
         run_args = {"model": model_source, "name": model_name, "dataset": ds_name,
                     "checkpoints": [f"{s.name}={s.revision or s.source}" for s in specs], "sites": patterns,
@@ -264,7 +279,7 @@ def _load(ctx: _Context, spec: CheckpointSpec, first: LoadedModel) -> LoadedMode
 
 def _complete_reps(ctx: _Context, checkpoint: str, tok_id: int) -> dict[tuple[str, str], int]:
     try:
-        found = ctx.db.find_reps(model=ctx.model_name, checkpoint=checkpoint, dataset=ctx.ds_name)
+        found = ctx.db.reps.find(model=ctx.model_name, checkpoint=checkpoint, dataset=ctx.ds_name)
     except NotFound:
         return {}
     return {(r.site, r.pooling): r.id for r in found if r.tokenization_id == tok_id}
@@ -281,7 +296,7 @@ def _check_weights(ctx: _Context, spec: CheckpointSpec, loaded: LoadedModel) -> 
     whash = ctx.weights.get(spec.name) or weights_hash(loaded.model)
     ctx.weights[spec.name] = whash
     try:
-        stored = ctx.db.checkpoint(ctx.model_name, spec.name).weights_hash
+        stored = ctx.db.models.checkpoint(ctx.model_name, spec.name).weights_hash
     except NotFound:
         return whash
     if stored is not None and stored != whash:
@@ -298,7 +313,7 @@ def _already_done(ctx: _Context, specs: list[CheckpointSpec], sites: list[Site],
     if not _exists(db, ctx.ds_name):
         return None
     try:
-        tok = db.tokenization(ctx.ds_name, tok_name, ctx.max_length)
+        tok = db.tokenizations.get(ctx.ds_name, tok_name, ctx.max_length)
     except NotFound:
         return None
     if tok.content_hash != _table_hash(table):
@@ -316,7 +331,7 @@ def _already_done(ctx: _Context, specs: list[CheckpointSpec], sites: list[Site],
         del loaded
     out = []
     for spec, rep_ids in zip(specs, stored):
-        ck = db.checkpoint(ctx.model_name, spec.name)
+        ck = db.models.checkpoint(ctx.model_name, spec.name)
         out.append(CheckpointResult(spec.name, ck.step, ck.weights_hash, ck.duplicate_of, "up-to-date",
                                     rep_ids, 0, table.n_examples, 0, 0.0))
     return out
@@ -324,7 +339,7 @@ def _already_done(ctx: _Context, specs: list[CheckpointSpec], sites: list[Site],
 
 def _exists(db: Store, dataset: str) -> bool:
     try:
-        db.dataset(dataset)
+        db.datasets.get(dataset)
     except NotFound:
         return False
     return True
@@ -347,8 +362,8 @@ def _tokens_for(ctx: _Context, loaded: LoadedModel) -> tuple[str, int, TokenTabl
     if h not in ctx.tokenizations:
         db = ctx.db
         name = runs.tokenizer_name_for(db, h) or f"{ctx.model_name}@{h[7:19]}"
-        table = tokenize(loaded.tokenizer, db.texts(ctx.ds_name), ctx.max_length)
-        tok = db.add_tokenization(ctx.ds_name, name, table.table, max_length=ctx.max_length, tokenizer_hash=h,
+        table = tokenize(loaded.tokenizer, db.datasets.texts(ctx.ds_name), ctx.max_length)
+        tok = db.tokenizations.add(ctx.ds_name, name, table.table, max_length=ctx.max_length, tokenizer_hash=h,
                                   n_truncated=table.n_truncated)
         ctx.tokenizations[h] = (name, tok.id, table)
     return ctx.tokenizations[h]
@@ -364,9 +379,9 @@ def _ingest_checkpoint(ctx: _Context, loaded: LoadedModel, spec: CheckpointSpec)
     whash = _check_weights(ctx, spec, loaded)
     source = spec.source if spec.revision is None else f"{spec.source}@{spec.revision}"
     with db.session():
-        db.add_checkpoint(ctx.model_name, spec.name, step=spec.step, tokens_seen=spec.tokens_seen,
+        db.models.add_checkpoint(ctx.model_name, spec.name, step=spec.step, tokens_seen=spec.tokens_seen,
                           weights_hash=whash, source=source)
-        ck = db.checkpoint(ctx.model_name, spec.name)
+        ck = db.models.checkpoint(ctx.model_name, spec.name)
         tok_name, tok_id, table = _tokens_for(ctx, loaded)
         sites = resolve_sites(loaded, ctx.patterns)
         have = _complete_reps(ctx, spec.name, tok_id)
@@ -380,7 +395,7 @@ def _ingest_checkpoint(ctx: _Context, loaded: LoadedModel, spec: CheckpointSpec)
     writers: dict[tuple[str, str], Any] = {}
     with db.session():
         for s, p in todo:
-            writers[(s.name, p)] = db.rep_writer(
+            writers[(s.name, p)] = db.reps.writer(
                 ctx.model_name, spec.name, ctx.ds_name, s.name, n_rows=None, dim=dims[s.name], tokenizer=tok_name,
                 pooling=p, dtype=ctx.dtype, max_length=ctx.max_length, resume=True, ingest_run_id=ctx.run_id)
     # Where each rep stands, and the first example some rep still needs.

@@ -8,6 +8,9 @@
 from actdb.query.executor import ResultSet
 from actdb.query.filters import parse_filter_string
 from actdb.query.plan import Comparison
-from actdb.query.selection import Rep, Selection
+from actdb.query.selection import Selection
+from actdb.store.records import RepRecord
 
-__all__ = ["Comparison", "Rep", "ResultSet", "Selection", "parse_filter_string"]
+Rep = RepRecord  # the name earlier releases exported for a selected rep; the same type
+
+__all__ = ["Comparison", "Rep", "RepRecord", "ResultSet", "Selection", "parse_filter_string"]

@@ -15,9 +15,9 @@ import numpy as np
 from actdb.errors import InvalidInput
 
 if TYPE_CHECKING:
-    from actdb.database import Database
+    from actdb.query.storage import Storage
     from actdb.query.rows import Source
-    from actdb.query.selection import Rep
+    from actdb.store.records import RepRecord
 
 
 def _partial(specs: list[dict[str, Any]], index: np.ndarray | None, block_rows: int, start: int, stop: int,
@@ -38,7 +38,7 @@ def _partial(specs: list[dict[str, Any]], index: np.ndarray | None, block_rows: 
     return [(g, m.to_bytes()) for g, m in enumerate(parts) if m.n or len(parts) == 1]
 
 
-def dask_moments(db: Database, reps: list[Rep], sources: list[Source], block_rows: int,
+def dask_moments(storage: Storage, reps: list[RepRecord], sources: list[Source], block_rows: int,
                  address: str | None, n_tasks: int | None = None, *, pairs: list[tuple[int, int]] | None = None,
                  skip_diag: list[int] | None = None, edges: np.ndarray | None = None) -> list[Any]:
     """Moments of ``reps`` over their shared rows, computed on a Dask cluster: the blocks
@@ -50,8 +50,8 @@ def dask_moments(db: Database, reps: list[Rep], sources: list[Source], block_row
 
     if any(s.matrix is not None for s in sources):
         raise InvalidInput("the dask executor streams stored rows; aligned (pooled) row spaces run with executor='local'")
-    specs = [{"location": db.store_handle(r.store).arrays_location,
-              "storage_options": db.store_handle(r.store).storage_options, "path": r.path, "rep_id": r.rep_id,
+    specs = [{"location": storage.array_location(r)[0],
+              "storage_options": storage.array_location(r)[1], "path": r.path, "rep_id": r.rep_id,
               "n_rows": r.n_rows, "dim": r.dim, "dtype": r.dtype, "chunk_rows": r.chunk_rows,
               "shard_rows": r.shard_rows} for r in reps]
     index = sources[0].index

@@ -30,27 +30,25 @@ from actdb.query.cache import (  # noqa: F401 - re-exported: the executor's publ
     Value,
     cached_rep_keys,
     cached_values,
-    catalog_ids,
     load_rep_moments,
     rep_cacheable,
     store_rep_moments,
     store_values,
 )
-from actdb.query.measures import DEFAULT_SHARDS, choose_route, get_measure, sample_rows
+from actdb.query.measures import DEFAULT_SAMPLE, DEFAULT_SHARDS, get_measure, plan_route, sample_rows
 from actdb.query.moments import Moments
 from actdb.query.plan import RowSpace, Task
 from actdb.query.rows import Source, build_sources
-from actdb.query.selection import Rep
+from actdb.store.records import RepRecord
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from actdb.database import Database
+    from actdb.query.storage import Storage
 
 DEFAULT_MEMORY_BUDGET = 768 * 2**20
 BLOCK_BYTES = 64 * 2**20
 GEMM_BUDGET = 256 * 2**20  # the accumulator's working buffers (row panels and products)
-_CKA = ("linear_cka", "debiased_cka")
 PairKey = tuple[int, int]
 
 
@@ -118,18 +116,6 @@ def _row(task: Task, v: Value, cached: bool) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------- planning
-def _needs_moments(task: Task, n: int, dims: list[int], n_pairs: int) -> bool:
-    spec = get_measure(task.measure)
-    if spec.route != "moments":
-        return False
-    if task.measure in _CKA:
-        return not (n <= DEFAULT_SAMPLE_EXACT and choose_route(n, dims, n_pairs) == "gram")
-    return True
-
-
-DEFAULT_SAMPLE_EXACT = 4096
-
-
 def accumulator_bytes(dims: Sequence[int], pairs: set[PairKey] | None, skip_diag: Sequence[int] = ()) -> int:
     """Bytes of one float64 accumulator of reps ``dims`` holding the blocks ``pairs`` needs
     (all ``P(P+1)/2`` when None), less the skipped diagonal blocks."""
@@ -142,7 +128,7 @@ def accumulator_bytes(dims: Sequence[int], pairs: set[PairKey] | None, skip_diag
     return 8 * (sum(dims[i] * dims[j] for i, j in keys) + p * total + 2 * total + p * p + p)
 
 
-def _groups(reps: list[Rep], budget: int) -> list[list[Rep]]:
+def _groups(reps: list[RepRecord], budget: int) -> list[list[RepRecord]]:
     """Split reps into groups whose pairwise unions keep all-pairs accumulators within budget."""
     cap = max(max(r.dim for r in reps), int(math.sqrt(budget / 18)))
     groups, cur, width = [], [], 0
@@ -157,7 +143,7 @@ def _groups(reps: list[Rep], budget: int) -> list[list[Rep]]:
     return groups
 
 
-def _block_rows(reps: list[Rep], sources: dict[tuple[str, int], Source]) -> int:
+def _block_rows(reps: list[RepRecord], sources: dict[tuple[str, int], Source]) -> int:
     chunk = max(r.chunk_rows for r in reps)
     width = sum(r.dim for r in reps)
     fit = max(1, BLOCK_BYTES // max(1, width * 8))
@@ -227,7 +213,7 @@ def _passes(tasks: list[Task], budget: int, skip: set[tuple[str, int]]) -> list[
     return list(needed.values())
 
 
-def _run_moments(db: Database, space: RowSpace, tasks: list[Task], sources: dict[tuple[str, int], Source],
+def _run_moments(storage: Storage, space: RowSpace, tasks: list[Task], sources: dict[tuple[str, int], Source],
                  budget: int, executor: str, address: str | None, stderr: bool,
                  recompute: bool = False) -> dict[tuple[Any, ...], Value]:
     reps = list({r.key: r for t in tasks for r in (t.a, t.b)}.values())
@@ -237,11 +223,11 @@ def _run_moments(db: Database, space: RowSpace, tasks: list[Task], sources: dict
     # stderr: the jackknife needs every block of every shard; not with recompute: then
     # everything comes from the data)
     reuse = not stderr and not recompute
-    cached = cached_rep_keys(db, reps, space, n) if reuse else set()
+    cached = cached_rep_keys(storage, reps, space, n) if reuse else set()
     out: dict[tuple[Any, ...], Value] = {}
     own = [t for t in tasks if t.a.key == t.b.key and t.a.key in cached]  # the cache alone answers
     if own:
-        singles = load_rep_moments(db, [t.a for t in own], space, n)
+        singles = load_rep_moments(storage, [t.a for t in own], space, n)
         cached -= {t.a.key for t in own if t.a.key not in singles}  # files lost or damaged: recompute
         own = [t for t in own if t.a.key in singles]
         for t in own:
@@ -264,7 +250,7 @@ def _run_moments(db: Database, space: RowSpace, tasks: list[Task], sources: dict
             if executor == "dask":
                 from actdb.query.distributed import dask_moments
 
-                parts = dask_moments(db, members, srcs, _block_rows(members, sources), address, pairs=pairs,
+                parts = dask_moments(storage, members, srcs, _block_rows(members, sources), address, pairs=pairs,
                                      skip_diag=skip, edges=edges)
             else:
                 parts = moments_pass(srcs, _block_rows(members, sources), pairs=pairs, skip_diag=skip, edges=edges)
@@ -273,7 +259,7 @@ def _run_moments(db: Database, space: RowSpace, tasks: list[Task], sources: dict
             if not skip:
                 break
             # cached own statistics go in as stored, after settling: values never depend on the cache
-            singles = load_rep_moments(db, [members[i] for i in skip], space, n)
+            singles = load_rep_moments(storage, [members[i] for i in skip], space, n)
             lost = {members[i].key for i in skip if members[i].key not in singles}
             if not lost:
                 for i in skip:
@@ -285,9 +271,9 @@ def _run_moments(db: Database, space: RowSpace, tasks: list[Task], sources: dict
             stored -= lost
             skip = [i for i in skip if members[i].key not in lost]
         new = {r.key: (r, total.rep(index[r.key])) for r in members if r.key not in stored}
-        store_rep_moments(db, new, space)
+        store_rep_moments(storage, new, space)
         stored |= set(new)
-        if reuse and not db.read_only and rep_cacheable(space):
+        if reuse and not storage.read_only and rep_cacheable(space):
             cached |= set(new)
         values = {t.cache_key: _from_moments(t, total.pair(index[t.a.key], index[t.b.key])) for t in ts}
         errors = _jackknife(ts, index, total, parts) if stderr else {}
@@ -335,7 +321,7 @@ def _run_gram(tasks: list[Task], sources: dict[tuple[str, int], Source], budget:
     out: dict[tuple[Any, ...], Value] = {}
     samples: dict[tuple[tuple[str, int], int, int], np.ndarray] = {}
 
-    def rows_of(rep: Rep, size: int, seed: int) -> tuple[np.ndarray, Any]:
+    def rows_of(rep: RepRecord, size: int, seed: int) -> tuple[np.ndarray, Any]:
         rs = sample_rows(sources[rep.key].n, size, seed)
         key = (rep.key, size, seed)
         if key not in samples:
@@ -344,7 +330,7 @@ def _run_gram(tasks: list[Task], sources: dict[tuple[str, int], Source], budget:
 
     def split(t: Task) -> tuple[dict[str, Any], int, int]:
         p = dict(t.params_dict)
-        return p, int(p.pop("sample", DEFAULT_SAMPLE_EXACT)), int(p.pop("seed", 0))
+        return p, int(p.pop("sample", DEFAULT_SAMPLE)), int(p.pop("seed", 0))
 
     pairwise = [t for t in tasks if not P.preparable(t.measure, split(t)[0])]
     prepared = [t for t in tasks if t not in pairwise]
@@ -400,7 +386,7 @@ def _finite(value: float, task: Task) -> float:
     return float(value)
 
 
-def run_plan(db: Database, tasks: list[Task], *, executor: str = "local", address: str | None = None,
+def run_plan(storage: Storage, tasks: list[Task], *, executor: str = "local", address: str | None = None,
              recompute: bool = False, memory_budget: int | None = None, stderr: bool = False) -> ResultSet:
     """Evaluate ``tasks``: cached values are looked up, the rest computed (one pass per row
     space for moments-route measures) and cached. ``stderr`` adds jackknife standard errors
@@ -410,7 +396,7 @@ def run_plan(db: Database, tasks: list[Task], *, executor: str = "local", addres
     if stderr:
         check_stderr(t.measure for t in tasks)
     budget = int(memory_budget or DEFAULT_MEMORY_BUDGET)
-    cached = {} if recompute else cached_values(db, tasks, stderr=stderr)
+    cached = {} if recompute else cached_values(storage, tasks, stderr=stderr)
     todo: dict[tuple[Any, ...], Task] = {}
     for t in tasks:
         if t.cache_key not in cached:
@@ -424,27 +410,27 @@ def run_plan(db: Database, tasks: list[Task], *, executor: str = "local", addres
         if model_tasks:
             from actdb.query.stitching import run_model_tasks
 
-            for key, v in run_model_tasks(db, model_tasks).items():
+            for key, v in run_model_tasks(storage, model_tasks).items():
                 computed[key] = (todo[key], v)
         ts = [t for t in ts if get_measure(t.measure).route != "model"]
         if not ts:
             continue
         reps = list({r.key: r for t in ts for r in (t.a, t.b)}.values())
-        sources = build_sources(db, space, reps)
+        sources = build_sources(storage, space, reps)
         n = next(iter(sources.values())).n
         if n < 2:
             raise MeasureError(f"the row space {space.unit} has {n} row(s) after subset/alignment; need >= 2")
         dims = [r.dim for r in reps]
-        mom = [t for t in ts if stderr or _needs_moments(t, n, dims, len(ts))]
+        mom = [t for t in ts if plan_route(get_measure(t.measure), n, dims, len(ts), stderr=stderr) == "moments"]
         gram = [t for t in ts if t not in mom]
         values: dict[tuple[Any, ...], Value] = {}
         if mom:
-            values |= _run_moments(db, space, mom, sources, budget, executor, address, stderr, recompute)
+            values |= _run_moments(storage, space, mom, sources, budget, executor, address, stderr, recompute)
         if gram:
             values |= _run_gram(gram, sources, budget)
         for key, v in values.items():
             computed[key] = (todo[key], v)
-    store_values(db, computed)
+    store_values(storage, computed)
     rows = []
     for t in tasks:
         key = t.cache_key

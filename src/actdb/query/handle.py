@@ -1,7 +1,7 @@
 """One stored rep, by name, read back with its labels.
 
 ``db.rep(model="m", checkpoint="final", site="hidden.3")`` (or ``selection.one()``, or
-iterating a selection) gives a :class:`RepHandle`: the selection's :class:`Rep` record
+iterating a selection) gives a :class:`RepHandle`: the selection's :class:`RepRecord` record
 (every field of it readable as an attribute: ``h.rep_id``, ``h.model``, ``h.n_rows``, ...)
 plus readers that open the array only when called:
 
@@ -25,34 +25,38 @@ import pyarrow as pa
 
 from actdb.errors import InvalidInput
 from actdb.query.rows import rep_array
-from actdb.query.selection import Rep
+from actdb.store.records import RepRecord
 
 if TYPE_CHECKING:
-    from actdb.database import Database
+    from actdb.query.storage import Storage
     from actdb.store.arrays import RepArray
 
-_FIELDS = frozenset(f.name for f in dataclasses.fields(Rep))
+_FIELDS = frozenset(f.name for f in dataclasses.fields(RepRecord))
 MAX_PADDED_BYTES = 8 * 2**30  # by_example refuses a padded array larger than this (ask for fewer examples)
 
 
 class RepHandle:
-    """A complete stored rep with readers; a superset of the :class:`Rep` record.
+    """A complete stored rep with readers; a superset of the :class:`RepRecord` record.
 
     Equal to (and hashed like) its record, so code written for the records that
     ``db.reps()`` used to yield keeps working. Nothing is read when a handle is made.
     """
 
-    __slots__ = ("record", "_db")
+    __slots__ = ("record", "_storage")
 
-    def __init__(self, record: Rep, db: Database):
+    def __init__(self, record: RepRecord, storage: Storage):
         self.record = record
-        self._db = db
+        self._storage = storage
 
     # ------------------------------------------------------------ the record
     def __getattr__(self, name: str) -> Any:
         if name in _FIELDS:
             return getattr(self.record, name)
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    @property
+    def rep_id(self) -> int:
+        return self.record.id
 
     @property
     def key(self) -> tuple[str, int]:
@@ -76,7 +80,7 @@ class RepHandle:
     def __eq__(self, other: object) -> bool:
         if isinstance(other, RepHandle):
             return self.record == other.record
-        if isinstance(other, Rep):
+        if isinstance(other, RepRecord):
             return self.record == other
         return NotImplemented
 
@@ -91,7 +95,7 @@ class RepHandle:
     # --------------------------------------------------------------- values
     def array(self) -> RepArray:
         """The lazy array (``handle.array()[a:b]`` reads only the chunks of rows a..b)."""
-        return rep_array(self._db, self.record)
+        return rep_array(self._storage, self.record)
 
     def to_numpy(self, rows: slice | Any = None, dtype: Any = None) -> np.ndarray:
         """The values, ``(n_rows, dim)``, or ``(k, dim)`` for ``rows`` (a slice or an array of
@@ -147,15 +151,14 @@ class RepHandle:
         """One row per rep row: ``row``, ``example``, and for token-level reps ``position``,
         ``token_id``, ``token``, ``char_start``, ``char_end`` (character span in the
         example's text), ``special``; then the example's ``label`` and ``split``."""
-        store = self._db.store_handle(self.record.store)
-        examples = store.examples(self.record.dataset).select(["example", "label", "split"])
+        examples = self._storage.examples(self.record).select(["example", "label", "split"])
         if self.record.pooling != "token" or self.record.tokenization_id is None:
             n = self.record.n_rows
             table = pa.table({"row": pa.array(np.arange(n, dtype=np.int64))}).append_column(
                 "example", examples.column("example").slice(0, n))
             return table.append_column("label", examples.column("label").slice(0, n)).append_column(
                 "split", examples.column("split").slice(0, n))
-        tokens = store.token_table(self.record.tokenization_id)
+        tokens = self._storage.token_table(self.record)
         return tokens.join(examples, "example", join_type="left outer").sort_by("row")
 
     def by_example(self, dtype: Any = None) -> tuple[np.ndarray, np.ndarray]:
@@ -243,7 +246,7 @@ def none_found(selection: Any, matches: tuple[Any, ...]) -> Exception:
     return NotFound(f"no rep matches {_shown(matches)}: " + "; ".join(hints))
 
 
-def ambiguous(matches: tuple[Any, ...], found: list[Rep], shown: int = 10) -> Exception:
+def ambiguous(matches: tuple[Any, ...], found: list[RepRecord], shown: int = 10) -> Exception:
     """The :class:`InvalidInput` of a selection that matches several reps: up to ``shown``
     of them and the fields whose values tell them apart."""
     keys = ("model", "checkpoint", "dataset", "site", "pooling", "tokenizer", "store")

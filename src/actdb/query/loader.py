@@ -38,8 +38,9 @@ from actdb.errors import InvalidInput
 from actdb.store.arrays import RepArray, open_root, read_threads
 
 if TYPE_CHECKING:
-    from actdb.database import Database
-    from actdb.query.selection import Rep, Selection
+    from actdb.query.storage import Storage
+    from actdb.query.selection import Selection
+    from actdb.store.records import RepRecord
 
 LABEL_COLUMNS = ("label", "split")
 """Example columns a loader can yield as integer classes (``label=``)."""
@@ -91,7 +92,7 @@ def _positive(name: str, value: Any, fix: str) -> int:
     return int(value)
 
 
-def _keys(reps: Sequence[Rep]) -> list[str]:
+def _keys(reps: Sequence[RepRecord]) -> list[str]:
     """Batch keys: the sites when they are distinct, else the reps' labels (model/checkpoint/site)."""
     reserved = {"label", *TOKEN_COLUMNS}
     for candidate in ([r.site for r in reps], [r.label() for r in reps]):
@@ -100,12 +101,12 @@ def _keys(reps: Sequence[Rep]) -> list[str]:
     return [f"{r.label()}#{r.rep_id}" for r in reps]
 
 
-def check_row_space(reps: Sequence[Rep]) -> None:
+def check_row_space(reps: Sequence[RepRecord]) -> None:
     """Raise InvalidInput unless every rep has the same rows: same dataset, same token table
     (token-level) or all example-level, same number of rows."""
     first = reps[0]
 
-    def show(r: Rep) -> str:
+    def show(r: RepRecord) -> str:
         return f"{r.label()} (rep {r.rep_id}, dataset {r.dataset!r}, pooling {r.pooling!r}, {r.n_rows} rows)"
 
     for r in reps[1:]:
@@ -125,21 +126,21 @@ def check_row_space(reps: Sequence[Rep]) -> None:
                                "one row space")
 
 
-def _row_examples(db: Database, rep: Rep) -> np.ndarray:
+def _row_examples(storage: Storage, rep: RepRecord) -> np.ndarray:
     """The example of each row ``(n_rows,)`` (the identity for example-level reps)."""
     if rep.pooling != "token":
         return np.arange(rep.n_rows, dtype=np.int64)
-    tokens = db.store_handle(rep.store).token_table(rep.tokenization_id)  # type: ignore[arg-type]
+    tokens = storage.token_table(rep)
     return np.asarray(tokens.column("example"), dtype=np.int64)
 
 
-def label_classes(db: Database, rep: Rep, label: str) -> tuple[np.ndarray, tuple[str, ...]]:
+def label_classes(storage: Storage, rep: RepRecord, label: str) -> tuple[np.ndarray, tuple[str, ...]]:
     """Each row's class index ``(n_rows,)`` int64 and the class names (sorted): the example
     column ``label`` mapped to rows (through the token table for token-level reps)."""
     if label not in LABEL_COLUMNS:
         raise InvalidInput(f"label {label!r} is not a column of the examples of dataset {rep.dataset!r}; "
                            f"label columns: {', '.join(LABEL_COLUMNS)} (set them with db.annotate(...))")
-    values = db.store_handle(rep.store).examples(rep.dataset).column(label).to_pylist()
+    values = storage.examples(rep).column(label).to_pylist()
     missing = [i for i, v in enumerate(values) if v is None]
     if missing:
         raise InvalidInput(f"label {label!r}: {len(missing)} of the {len(values)} examples of dataset "
@@ -151,10 +152,10 @@ def label_classes(db: Database, rep: Rep, label: str) -> tuple[np.ndarray, tuple
                            f"{len(values)} examples: nothing to learn; choose a column with at least two values")
     code = {c: i for i, c in enumerate(classes)}
     codes = np.fromiter((code[v] for v in values), dtype=np.int64, count=len(values))
-    return codes[_row_examples(db, rep)], classes
+    return codes[_row_examples(storage, rep)], classes
 
 
-def token_columns(db: Database, rep: Rep, columns: Sequence[str]) -> dict[str, np.ndarray]:
+def token_columns(storage: Storage, rep: RepRecord, columns: Sequence[str]) -> dict[str, np.ndarray]:
     """The integer columns ``columns`` for every row of ``rep`` (each ``(n_rows,)`` int64)."""
     allowed = TOKEN_COLUMNS if rep.pooling == "token" else ("row", "example")
     unknown = [c for c in columns if c not in allowed]
@@ -168,7 +169,7 @@ def token_columns(db: Database, rep: Rep, columns: Sequence[str]) -> dict[str, n
             out[c] = np.arange(rep.n_rows, dtype=np.int64)
             continue
         if table is None:
-            table = db.store_handle(rep.store).token_table(rep.tokenization_id)  # type: ignore[arg-type]
+            table = storage.token_table(rep)
         out[c] = np.asarray(table.column(c), dtype=np.int64)
     return out
 
@@ -354,13 +355,13 @@ def dataloader(selection: Selection, batch_size: int, *, shuffle: bool = True, s
         raise InvalidInput(f"{selection!r} matches no complete rep: nothing to load; check the filters "
                        "(`actdb ls` lists the stored reps)")
     check_row_space(reps)
-    db = selection.db
-    labels, classes = label_classes(db, reps[0], label) if label is not None else (None, ())
-    extra = token_columns(db, reps[0], list(columns or ()))
+    storage = selection.storage
+    labels, classes = label_classes(storage, reps[0], label) if label is not None else (None, ())
+    extra = token_columns(storage, reps[0], list(columns or ()))
     specs = []
     for key, r in zip(_keys(reps), reps):
-        handle = db.store_handle(r.store)
-        specs.append(ArraySpec(key, handle.arrays_location, handle.storage_options, r.path, r.rep_id, r.n_rows,
+        location, options = storage.array_location(r)
+        specs.append(ArraySpec(key, location, options, r.path, r.rep_id, r.n_rows,
                                r.dim, r.dtype, r.chunk_rows, r.shard_rows))
     stream = RowStream(specs, batch_size=batch_size, shuffle=bool(shuffle), seed=int(seed), buffer_rows=buffer_rows,
                        drop_last=bool(drop_last), dtype=torch_dtype, labels=labels, classes=classes, columns=extra,

@@ -60,7 +60,7 @@ def _layered(idents: list[dict[str, Any]]) -> bool:
 
 
 def _named(idents: list[dict[str, Any]]) -> list[str]:
-    """Rep labels ``[store:]model/checkpoint/site[pooling]`` (``#rep_id`` added when two coincide)."""
+    """RepRecord labels ``[store:]model/checkpoint/site[pooling]`` (``#rep_id`` added when two coincide)."""
     out = []
     for i in idents:
         where = "" if (i["store"] or "local") == "local" else f"{i['store']}:"

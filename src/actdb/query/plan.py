@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from actdb.errors import InvalidInput
-from actdb.query.measures import DEFAULT_SAMPLE, choose_route, get_measure
-from actdb.query import stitching as _stitching  # noqa: F401 - registers the model-route measure
-from actdb.query.selection import Rep, Selection
+from actdb.query.measures import DEFAULT_SAMPLE, get_measure, plan_route
+from actdb.query.selection import Selection
+from actdb.store.records import RepRecord
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -51,7 +51,7 @@ class RowSpace:
         return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
-def row_space(a: Rep, b: Rep, subset: str | None, align: str | None) -> RowSpace:
+def row_space(a: RepRecord, b: RepRecord, subset: str | None, align: str | None) -> RowSpace:
     """The shared row space of a pair, or a clear error saying why there is none."""
     if a.dataset_hash != b.dataset_hash:
         raise InvalidInput(
@@ -75,8 +75,8 @@ def row_space(a: Rep, b: Rep, subset: str | None, align: str | None) -> RowSpace
     return RowSpace(a.dataset_hash, "examples", subset, None)
 
 
-def _pairs(a: list[Rep], b: list[Rep] | None, mode: str, reference: str | None,
-           include_reference: bool = False) -> list[tuple[Rep, Rep]]:
+def _pairs(a: list[RepRecord], b: list[RepRecord] | None, mode: str, reference: str | None,
+           include_reference: bool = False) -> list[tuple[RepRecord, RepRecord]]:
     other = a if b is None else b
     if mode == "all":
         return [(x, y) for x in a for y in other]
@@ -88,7 +88,7 @@ def _pairs(a: list[Rep], b: list[Rep] | None, mode: str, reference: str | None,
             raise InvalidInput(f"pairs='zip' needs selections of equal size; got {len(a)} and {len(other)}")
         return list(zip(a, other))
     if mode == "consecutive":
-        groups: dict[tuple[Any, ...], list[Rep]] = defaultdict(list)
+        groups: dict[tuple[Any, ...], list[RepRecord]] = defaultdict(list)
         for rep in a:
             groups[(rep.store, rep.model, rep.dataset, rep.site, rep.pooling, rep.tokenizer)].append(rep)
         out = []
@@ -122,7 +122,7 @@ REFERENCE_FIXES = {"python": "reference='NAME' (or pairs='to_reference:NAME')",
                    "http": "reference=NAME (plots) or \"pairs\": \"to_reference:NAME\" (compare)"}
 
 
-def default_reference(reps: list[Rep]) -> dict[tuple[str, str], str]:
+def default_reference(reps: list[RepRecord]) -> dict[tuple[str, str], str]:
     """The reference checkpoint of each (store, model) among ``reps``: the checkpoint named
     ``final`` when there is one, else the one with the highest step."""
     out: dict[tuple[str, str], str] = {}
@@ -138,8 +138,8 @@ def default_reference(reps: list[Rep]) -> dict[tuple[str, str], str]:
     return out
 
 
-def _reference_pairs(a: list[Rep], other: list[Rep], reference: str | None,
-                     include_self: bool = False) -> list[tuple[Rep, Rep]]:
+def _reference_pairs(a: list[RepRecord], other: list[RepRecord], reference: str | None,
+                     include_self: bool = False) -> list[tuple[RepRecord, RepRecord]]:
     """Each rep of ``a`` against the same (model, dataset, site, pooling, tokenizer) at the
     reference checkpoint (named, or by default ``final``, else the model's highest step);
     with ``include_self`` also each reference against itself (its point on a trajectory)."""
@@ -173,8 +173,8 @@ def _reference_pairs(a: list[Rep], other: list[Rep], reference: str | None,
 class Task:
     """One (pair, measure) to evaluate, with its cache key."""
 
-    a: Rep
-    b: Rep
+    a: RepRecord
+    b: RepRecord
     measure: str
     params: tuple[tuple[str, Any], ...]
     space: RowSpace
@@ -207,7 +207,7 @@ class Comparison:
     params: tuple[tuple[str, Any], ...] = ()
     stderr: bool = False
     include_reference: bool = False
-    _db: Any = field(default=None, repr=False, compare=False, hash=False)
+    _storage: Any = field(default=None, repr=False, compare=False, hash=False)
 
     @classmethod
     def build(cls, a: Selection, b: Selection | None, *, measures: tuple[str, ...], pairs: str,
@@ -242,10 +242,10 @@ class Comparison:
         if not isinstance(include_reference, bool):
             raise InvalidInput(f"include_reference must be True or False, not {include_reference!r}")
         return cls(a, b, tuple(measures), pairs, reference, subset, align, tuple(sorted(params.items())), stderr,
-                   include_reference, a.db)
+                   include_reference, a.storage)
 
     # ------------------------------------------------------------------ planning
-    def pair_list(self) -> list[tuple[Rep, Rep]]:
+    def pair_list(self) -> list[tuple[RepRecord, RepRecord]]:
         """The (a, b) rep pairs this plan compares (catalog only)."""
         return _pairs(self.a.resolve(), None if self.b is None else self.b.resolve(), self.pairs, self.reference,
                       self.include_reference)
@@ -258,8 +258,8 @@ class Comparison:
                 spec = get_measure(name)
                 given = {k: v for k, v in self.params if k in spec.params}
                 resolved = spec.resolve_params(given)
-                if name == "stitching":  # the parameters that run (objective resolved), as reported
-                    resolved = _stitching.task_params(given, y)
+                if spec.task_params is not None:  # the parameters that run (stitching's objective resolved)
+                    resolved = spec.task_params(given, y)
                 out.append(Task(x, y, name, tuple(sorted(resolved.items())), space))
         return out
 
@@ -268,9 +268,9 @@ class Comparison:
         from actdb.query.executor import cached_rep_keys, cached_values
 
         tasks = self.tasks()
-        cached = cached_values(self._db, tasks, stderr=self.stderr)
+        cached = cached_values(self._storage, tasks, stderr=self.stderr)
         todo = [t for t in tasks if t.cache_key not in cached]
-        reps: dict[tuple[str, int], Rep] = {}
+        reps: dict[tuple[str, int], RepRecord] = {}
         for t in todo:
             reps[t.a.key] = t.a
             reps[t.b.key] = t.b
@@ -290,15 +290,15 @@ class Comparison:
             for space, ts in by_space.items():
                 space_reps = {t.a.key: t.a for t in ts} | {t.b.key: t.b for t in ts}
                 n = next(iter(space_reps.values())).n_rows
-                dims = [r.dim for r in space_reps.values()]
+                # the executor routes the array tasks (not the model-route ones) of a row space together
+                arrays = [t for t in ts if get_measure(t.measure).route != "model"]
+                dims = list({r.key: r.dim for t in arrays for r in (t.a, t.b)}.values())
                 route_counts: dict[str, int] = defaultdict(int)
                 blocks: set[tuple[tuple[str, int], tuple[str, int]]] = set()
                 gram_reps: set[tuple[str, int]] = set()
                 gram_pairs = 0
                 for t in ts:
-                    route = get_measure(t.measure).route
-                    if route == "moments" and t.measure in ("linear_cka", "debiased_cka") and not self.stderr:
-                        route = choose_route(n, dims, len(ts))
+                    route = plan_route(get_measure(t.measure), n, dims, len(arrays), stderr=self.stderr)
                     route_counts[route] += 1
                     if route == "moments":
                         blocks |= {(t.a.key, t.a.key), (t.b.key, t.b.key), tuple(sorted((t.a.key, t.b.key)))}
@@ -307,7 +307,7 @@ class Comparison:
                         gram_pairs += 1
                 # (rows of a subset or an alignment are only known once evaluated: not here)
                 have = set() if self.stderr or space.subset or space.align \
-                    else cached_rep_keys(self._db, list(space_reps.values()), space, n)
+                    else cached_rep_keys(self._storage, list(space_reps.values()), space, n)
                 width = {k: r.dim for k, r in space_reps.items()}
                 flops = float(n) * sum(width[i] * width[j] * (1 if i == j else 2) for i, j in blocks
                                        if not (i == j and i in have))
@@ -334,7 +334,7 @@ class Comparison:
         ``stderr=True`` on the plan, rows carry a jackknife standard error (``stderr``)."""
         from actdb.query.executor import run_plan
 
-        return run_plan(self._db, self.tasks(), executor=executor, address=address, recompute=recompute,
+        return run_plan(self._storage, self.tasks(), executor=executor, address=address, recompute=recompute,
                         memory_budget=memory_budget, stderr=self.stderr)
 
     def to_arrow(self, **kwargs: Any) -> pa.Table:

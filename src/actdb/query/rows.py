@@ -24,9 +24,9 @@ from actdb.errors import InvalidInput, UnsafeQuery
 from actdb.store.arrays import RepArray
 
 if TYPE_CHECKING:
-    from actdb.database import Database
+    from actdb.query.storage import Storage
     from actdb.query.plan import RowSpace
-    from actdb.query.selection import Rep
+    from actdb.store.records import RepRecord
 
 TOKEN_COLUMNS = ("row", "example", "position", "token_id", "token", "char_start", "char_end", "special")
 EXAMPLE_COLUMNS = ("example", "text", "label", "split")
@@ -111,15 +111,15 @@ def _evaluate(predicate: str, table: pa.Table, key: str) -> np.ndarray:
     return np.asarray(rows, dtype=np.int64)
 
 
-def _examples(db: Database, rep: Rep) -> pa.Table:
-    return db.store_handle(rep.store).examples(rep.dataset)
+def _examples(storage: Storage, rep: RepRecord) -> pa.Table:
+    return storage.examples(rep)
 
 
-def subset_rows(db: Database, rep: Rep, predicate: str) -> np.ndarray:
+def subset_rows(storage: Storage, rep: RepRecord, predicate: str) -> np.ndarray:
     """Row indices (sorted) of ``rep`` that satisfy ``predicate``."""
-    examples = _examples(db, rep)
+    examples = _examples(storage, rep)
     if rep.pooling == "token":
-        tokens = db.store_handle(rep.store).token_table(rep.tokenization_id)  # type: ignore[arg-type]
+        tokens = storage.token_table(rep)
         joined = tokens.join(examples, "example", join_type="left outer").sort_by("row")
         return _evaluate(predicate, joined, "row")
     names = set(re.findall(r"[A-Za-z_]+", predicate)) & (set(TOKEN_COLUMNS) - {"example"})
@@ -129,10 +129,8 @@ def subset_rows(db: Database, rep: Rep, predicate: str) -> np.ndarray:
     return _evaluate(predicate, examples, "example")
 
 
-def rep_array(db: Database, rep: Rep) -> RepArray:
-    handle = db.store_handle(rep.store)
-    return RepArray(handle._root, rep.path, rep_id=rep.rep_id, n_rows=rep.n_rows, dim=rep.dim, dtype=rep.dtype,
-                    chunk_rows=rep.chunk_rows, shard_rows=rep.shard_rows)
+def rep_array(storage: Storage, rep: RepRecord) -> RepArray:
+    return storage.open_rows(rep)
 
 
 class Source:
@@ -206,9 +204,9 @@ def _pool(array: RepArray, examples: np.ndarray, n_examples: int, how: str, keep
     return out[present] if keep is None else out[keep]
 
 
-def _word_groups(db: Database, rep: Rep, texts: list[str]) -> tuple[np.ndarray, list[tuple[int, int]]]:
+def _word_groups(storage: Storage, rep: RepRecord, texts: list[str]) -> tuple[np.ndarray, list[tuple[int, int]]]:
     """For each token row, the index of its (example, word) unit, and the unit keys."""
-    tokens = db.store_handle(rep.store).token_table(rep.tokenization_id)  # type: ignore[arg-type]
+    tokens = storage.token_table(rep)
     ex = np.asarray(tokens.column("example"), dtype=np.int64)
     start = np.asarray(tokens.column("char_start").fill_null(-1), dtype=np.int64)
     special = np.asarray(tokens.column("special").fill_null(False), dtype=bool)
@@ -248,18 +246,18 @@ def _word_of(spans: list[tuple[int, int]], pos: int) -> int:
     return -1
 
 
-def build_sources(db: Database, space: RowSpace, reps: list[Rep]) -> dict[tuple[str, int], Source]:
+def build_sources(storage: Storage, space: RowSpace, reps: list[RepRecord]) -> dict[tuple[str, int], Source]:
     """One :class:`Source` per rep of a row space, all with identical rows."""
     out: dict[tuple[str, int], Source] = {}
     if space.align is None:
-        index = subset_rows(db, reps[0], space.subset) if space.subset else None
+        index = subset_rows(storage, reps[0], space.subset) if space.subset else None
         for rep in reps:
-            out[rep.key] = Source(rep_array(db, rep), index)
+            out[rep.key] = Source(rep_array(storage, rep), index)
         return out
     first = reps[0]
-    examples = _examples(db, first)
+    examples = _examples(storage, first)
     n_ex = examples.num_rows
-    keep_ex = subset_rows(db, first, space.subset) if space.subset and first.pooling != "token" else None
+    keep_ex = subset_rows(storage, first, space.subset) if space.subset and first.pooling != "token" else None
     if space.subset and keep_ex is None:
         keep_ex = _evaluate(space.subset, examples, "example")
     if space.align == "word":
@@ -268,7 +266,7 @@ def build_sources(db: Database, space: RowSpace, reps: list[Rep]) -> dict[tuple[
         for rep in reps:
             if rep.pooling != "token":
                 raise InvalidInput(f"align='word' needs token-level reps; {rep.label()} is {rep.pooling}-level")
-            groups[rep.key] = _word_groups(db, rep, texts)
+            groups[rep.key] = _word_groups(storage, rep, texts)
         common = set.intersection(*(set(keys) for _, keys in groups.values()))
         if keep_ex is not None:
             allowed = set(keep_ex.tolist())
@@ -279,17 +277,17 @@ def build_sources(db: Database, space: RowSpace, reps: list[Rep]) -> dict[tuple[
         for rep in reps:
             unit, keys = groups[rep.key]
             pos = {k: i for i, k in enumerate(keys)}
-            pooled = _pool(rep_array(db, rep), unit, len(keys), "mean", np.arange(len(keys)))
-            out[rep.key] = Source(rep_array(db, rep), matrix=pooled[[pos[k] for k in order]])
+            pooled = _pool(rep_array(storage, rep), unit, len(keys), "mean", np.arange(len(keys)))
+            out[rep.key] = Source(rep_array(storage, rep), matrix=pooled[[pos[k] for k in order]])
         return out
     how = space.align.split(":", 1)[1]
     for rep in reps:
-        array = rep_array(db, rep)
+        array = rep_array(storage, rep)
         if rep.pooling != "token":
             matrix = array.to_numpy().astype(np.float64)
             out[rep.key] = Source(array, matrix=matrix if keep_ex is None else matrix[keep_ex])
             continue
-        tokens = db.store_handle(rep.store).token_table(rep.tokenization_id)  # type: ignore[arg-type]
+        tokens = storage.token_table(rep)
         ex = np.asarray(tokens.column("example"), dtype=np.int64)
         keep = np.arange(n_ex) if keep_ex is None else keep_ex
         present = np.bincount(ex, minlength=n_ex) > 0

@@ -11,84 +11,21 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-
 from actdb.errors import InvalidInput
 from actdb.query.filters import Match, parse_filters
+from actdb.store.records import RepRecord
 
 if TYPE_CHECKING:
-    from actdb.database import Database
+    from actdb.query.storage import Storage
     from actdb.query.handle import RepHandle
     from actdb.query.plan import Comparison
 
-_ROWS = """
-SELECT r.id, m.name, m.family, m.architecture, m.width, m.depth, c.name, c.step, d.name, d.content_hash,
-       d.n_examples, r.site, r.layer, r.pooling, r.n_rows, r.dim, r.dtype, r.tokenization_id,
-       t.tokenizer, t.max_length, t.content_hash, r.checksum, r.path, r.chunk_rows, r.shard_rows
-FROM rep r JOIN checkpoint c ON c.id = r.checkpoint_id JOIN model m ON m.id = c.model_id
-JOIN dataset d ON d.id = r.dataset_id LEFT JOIN tokenization t ON t.id = r.tokenization_id
-WHERE r.status = 'complete'
-ORDER BY m.name, c.step NULLS LAST, c.id, r.layer NULLS LAST, r.site, r.pooling, r.id
-"""
-
-
-@dataclass(frozen=True)
-class Rep:
-    """A complete stored rep, as a selection sees it (one catalog row, names joined in)."""
-
-    rep_id: int
-    model: str
-    family: str | None
-    architecture: str | None
-    width: int | None
-    depth: int | None
-    checkpoint: str
-    step: int | None
-    dataset: str
-    dataset_hash: str
-    n_examples: int
-    site: str
-    layer: int | None
-    pooling: str
-    n_rows: int
-    dim: int
-    dtype: str
-    tokenization_id: int | None
-    tokenizer: str | None
-    max_length: int | None
-    tokens_hash: str | None
-    checksum: str
-    path: str
-    chunk_rows: int
-    shard_rows: int
-    store: str = "local"
-
-    @property
-    def key(self) -> tuple[str, int]:
-        return (self.store, self.rep_id)
-
-    @property
-    def nbytes(self) -> int:
-        return self.n_rows * self.dim * (4 if self.dtype == "float32" else 2)
-
-    def label(self) -> str:
-        where = "" if self.store == "local" else f"{self.store}:"
-        return f"{where}{self.model}/{self.checkpoint}/{self.site}" + ("" if self.pooling == "token" else f"[{self.pooling}]")
-
-    def describe(self) -> dict[str, Any]:
-        return {"model": self.model, "checkpoint": self.checkpoint, "step": self.step, "site": self.site,
-                "layer": self.layer, "pooling": self.pooling, "rep_id": self.rep_id, "store": self.store}
-
-
-def list_reps(db: Database, store: str = "local") -> list[Rep]:
+def list_reps(storage: Storage, store: str = "local") -> list[RepRecord]:
     """Every complete rep of one store (the local one or an attached one), catalog only."""
-    target = db.store_handle(store)
-    with target.catalog.connect() as conn:
-        rows = conn.execute(sa.text(_ROWS)).all()
-    return [Rep(*row, store=store) for row in rows]
+    return storage.complete_reps(store)
 
 
-def _value(rep: Rep, key: str) -> Any:
+def _value(rep: RepRecord, key: str) -> Any:
     return rep.rep_id if key == "rep_id" else getattr(rep, key)
 
 
@@ -96,12 +33,12 @@ def _value(rep: Rep, key: str) -> Any:
 class Selection:
     """A lazy set of reps: filters only, resolved against the catalog when iterated."""
 
-    db: Database = field(repr=False, compare=False, hash=False)
+    storage: Storage = field(repr=False, compare=False, hash=False)
     matches: tuple[Match, ...] = ()
 
     @classmethod
-    def build(cls, db: Database, filters: dict[str, Any]) -> Selection:
-        return cls(db, parse_filters(filters))
+    def build(cls, storage: Storage, filters: dict[str, Any]) -> Selection:
+        return cls(storage, parse_filters(filters))
 
     def filter(self, **filters: Any) -> Selection:
         """A narrower selection (filters combine with AND)."""
@@ -115,21 +52,21 @@ class Selection:
                 return tuple(names)
         return ("local",)
 
-    def resolve(self) -> list[Rep]:
+    def resolve(self) -> list[RepRecord]:
         """The matching reps, in a stable order (model, step, layer, site). Catalog only."""
-        out: list[Rep] = []
+        out: list[RepRecord] = []
         for store in self.stores:
-            for rep in list_reps(self.db, store):
+            for rep in list_reps(self.storage, store):
                 if all(m.key == "store" or m(_value(rep, m.key)) for m in self.matches):
                     out.append(rep)
         return out
 
     def __iter__(self) -> Iterator[RepHandle]:
         """The matching reps as :class:`~actdb.query.handle.RepHandle` (each a superset of its
-        :class:`Rep` record, with readers); catalog only, no array is opened."""
+        :class:`RepRecord` record, with readers); catalog only, no array is opened."""
         from actdb.query.handle import RepHandle
 
-        return iter([RepHandle(rep, self.db) for rep in self.resolve()])
+        return iter([RepHandle(rep, self.storage) for rep in self.resolve()])
 
     def one(self) -> RepHandle:
         """The one matching rep, as a :class:`~actdb.query.handle.RepHandle`.
@@ -141,7 +78,7 @@ class Selection:
 
         found = self.resolve()
         if len(found) == 1:
-            return RepHandle(found[0], self.db)
+            return RepHandle(found[0], self.storage)
         if not found:
             raise none_found(self, self.matches)
         raise ambiguous(self.matches, found)

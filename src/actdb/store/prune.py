@@ -319,9 +319,9 @@ def remove(store: Store, *, yes: bool = False, **filters: Any) -> Removal:
             moments += len(gone)
             groups += gone
             conn.execute(S.rep.delete().where(S.rep.c.id.in_(part)))
-    MF.delete_groups(store._root, groups)  # then the files (a crash leaves orphans: verify --repair)
+    MF.delete_groups(store.root, groups)  # then the files (a crash leaves orphans: verify --repair)
     for rep_id in ids:  # and the arrays
-        A.delete_array(store._root, A.rep_path(rep_id))
+        A.delete_array(store.root, A.rep_path(rep_id))
         _remove_quarantined(store, rep_id)
     gone_ckpts, gone_models, gone_datasets = _remove_entities(store, plan)
     r = plan.removal
@@ -387,7 +387,7 @@ def _remove_entities(store: Store, plan: _Plan) -> tuple[set[int], set[int], set
                                        (S.example, S.example.c.dataset_id), (run, run.c.dataset_id)))
             gone_d = set(datasets) - set(conn.execute(sa.select(S.dataset.c.id).where(
                 S.dataset.c.id.in_(datasets))).scalars())
-        store._dataset_cache.clear()  # datasets are cached by name as immutable
+        store.datasets.forget()  # datasets are cached by name as immutable
     return gone_c, gone_m, gone_d
 
 
@@ -433,7 +433,7 @@ def clear_cache(store: Store, *, measure: str | Iterable[str] | None = None) -> 
         moments_bytes = 0
         if where is None:
             groups, moments_bytes = MF.delete_rows(conn)
-    MF.delete_groups(store._root, groups)  # the files beside the arrays, once the rows are gone
+    MF.delete_groups(store.root, groups)  # the files beside the arrays, once the rows are gone
     return CacheCleared(int(results), results_bytes, len(groups), moments_bytes)
 
 
@@ -476,7 +476,7 @@ def disk_usage(store: Store, *, by: str = "checkpoint") -> list[dict[str, Any]]:
         n_moments, moments_bytes = conn.execute(
             sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(S.rep_moments.c.nbytes), 0))).one()
     if "://" not in store.arrays_location:  # measured on disk (the groups beside the arrays)
-        moments_bytes = MF.moments_bytes(store._root)
+        moments_bytes = MF.moments_bytes(store.root)
     groups: dict[tuple[str, ...], list[int]] = {}
     for r in rows:
         key = (r["model"], r["checkpoint"], r["site"])[:depth]

@@ -21,10 +21,10 @@ if TYPE_CHECKING:
 def start_ingest_run(store: Store, *, model: str, dataset: str, args: dict[str, Any], versions: dict[str, str],
                      device: str) -> int:
     """Record a starting ingest (status ``running``); returns its id."""
-    from actdb.store.store import now
+    from actdb.store.clock import now
 
-    model_id = store.add_model(model).id
-    dataset_id = store.dataset(dataset).id
+    model_id = store.models.add(model).id
+    dataset_id = store.datasets.get(dataset).id
     with store.catalog.connect(write=True) as conn:
         run_id = int(conn.execute(sa.select(sa.Sequence("ingest_run_id_seq").next_value())).scalar_one())
         conn.execute(S.ingest_run.insert().values(
@@ -36,7 +36,7 @@ def start_ingest_run(store: Store, *, model: str, dataset: str, args: dict[str, 
 
 def finish_ingest_run(store: Store, run_id: int, *, status: str, n_tokens: int, seconds: float) -> None:
     """Close an ingest record: ``status`` (complete | failed | interrupted), tokens run, duration."""
-    from actdb.store.store import now
+    from actdb.store.clock import now
 
     with store.catalog.connect(write=True) as conn:
         conn.execute(S.ingest_run.update().where(S.ingest_run.c.id == run_id).values(

@@ -34,7 +34,7 @@ def _check_rep(store: Store, row: sa.RowMapping) -> str | None:
     (shape, dtype, chunking, codec, owner) against the catalog, every chunk against its
     recorded checksum, and the whole rep against the catalog's checksum."""
     try:
-        arr = A.RepArray(store._root, row["path"], rep_id=row["id"], n_rows=row["n_rows"], dim=row["dim"],
+        arr = A.RepArray(store.root, row["path"], rep_id=row["id"], n_rows=row["n_rows"], dim=row["dim"],
                          dtype=row["dtype"], chunk_rows=row["chunk_rows"], shard_rows=row["shard_rows"],
                          codec=row["codec"])
         stats = A.RowStats(row["dtype"])
@@ -51,7 +51,7 @@ def _check_rep(store: Store, row: sa.RowMapping) -> str | None:
 
 def _unsealed(store: Store, row: sa.RowMapping) -> bool:
     """Whether an intact rep's array predates per-chunk checksums."""
-    arr = A.open_array(store._root, A.rep_path(row["id"]))
+    arr = A.open_array(store.root, A.rep_path(row["id"]))
     return arr.attrs.get(CRC_ATTR) is None
 
 
@@ -59,7 +59,7 @@ def _seal(store: Store, row: sa.RowMapping) -> None:
     """Record per-chunk checksums (and the owner) of an intact rep written before they existed."""
     import zarr
 
-    arr = zarr.open_array(store._root, path=A.rep_path(row["id"]), mode="r+")
+    arr = zarr.open_array(store.root, path=A.rep_path(row["id"]), mode="r+")
     sums = ChunkChecksums(row["chunk_rows"])
     for start in range(0, row["n_rows"], row["shard_rows"]):
         sums.update(arr[start: start + row["shard_rows"]])
@@ -99,13 +99,13 @@ def verify(store: Store, *, repair: bool = False) -> VerifyReport:
             if repair:
                 with store.catalog.connect(write=True) as conn:
                     conn.execute(S.rep.delete().where(S.rep.c.id == row["id"]))
-                A.delete_array(store._root, A.rep_path(row["id"]))
+                A.delete_array(store.root, A.rep_path(row["id"]))
                 repaired.append(f"removed unfinished rep {row['id']}")
-        elif row["status"] == "replaced" and A.array_exists(store._root, A.rep_path(row["id"])):
+        elif row["status"] == "replaced" and A.array_exists(store.root, A.rep_path(row["id"])):
             if repair:
-                A.delete_array(store._root, A.rep_path(row["id"]))
+                A.delete_array(store.root, A.rep_path(row["id"]))
                 repaired.append(f"removed array of replaced rep {row['id']}")
-    _orphans(store, A.list_arrays(store._root), known, A.REP_PATH, "an array", "array {} belongs to no rep",
+    _orphans(store, A.list_arrays(store.root), known, A.REP_PATH, "an array", "array {} belongs to no rep",
              "removed orphan array {}", problems, repaired, repair)
     _moment_orphans(store, problems, repaired, repair)
     if repair:
@@ -119,7 +119,7 @@ def _moment_orphans(store: Store, problems: list[Problem], repaired: list[str], 
     interrupted removal or cache write leaves them; repair removes them."""
     with store.catalog.connect() as conn:
         known = {A.moments_path(i) for i in conn.execute(sa.select(S.rep_moments.c.id)).scalars()}
-    _orphans(store, MF.list_moments(store._root), known, A.MOMENTS_PATH, "a moments group",
+    _orphans(store, MF.list_moments(store.root), known, A.MOMENTS_PATH, "a moments group",
              "cached moments {} belong to no rep_moments row", "removed orphan cached moments {}",
              problems, repaired, repair)
 
@@ -137,7 +137,7 @@ def _orphans(store: Store, paths: list[str], known: set[str], pattern: re.Patter
             continue
         problems.append(Problem(None, "orphan", found.format(path)))
         if repair:
-            A.delete_array(store._root, path)
+            A.delete_array(store.root, path)
             repaired.append(removed.format(path))
 
 
