@@ -24,7 +24,7 @@ def _partial(specs: list[dict[str, Any]], index: np.ndarray | None, block_rows: 
              pairs: list[tuple[int, int]] | None = None, skip_diag: list[int] | None = None,
              edges: np.ndarray | None = None) -> list[tuple[int, bytes]]:
     """Moments of rows ``start:stop``: (shard, serialised Moments) for each shard with rows."""
-    from actdb.query.executor import moments_pass
+    from actdb.query.passes import moments_pass
     from actdb.query.rows import Source
     from actdb.store.arrays import RepArray, open_root
 

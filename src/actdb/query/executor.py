@@ -37,7 +37,9 @@ from actdb.query.cache import (  # noqa: F401 - re-exported: the executor's publ
 )
 from actdb.query.measures import DEFAULT_SAMPLE, DEFAULT_SHARDS, get_measure, plan_route, sample_rows
 from actdb.query.moments import Moments
-from actdb.query.plan import RowSpace, Task
+from actdb.query.tasks import RowSpace, Task
+from actdb.query.result_row import CompareRow, compare_row
+from actdb.query.passes import GEMM_BUDGET, moments_pass, shard_edges
 from actdb.query.rows import Source, build_sources
 from actdb.store.records import RepRecord
 
@@ -48,14 +50,13 @@ if TYPE_CHECKING:
 
 DEFAULT_MEMORY_BUDGET = 768 * 2**20
 BLOCK_BYTES = 64 * 2**20
-GEMM_BUDGET = 256 * 2**20  # the accumulator's working buffers (row panels and products)
 PairKey = tuple[int, int]
 
 
 class ResultSet:
     """The rows of a computed comparison (one per pair x measure), in plan order."""
 
-    def __init__(self, rows: list[dict[str, Any]]):
+    def __init__(self, rows: list[CompareRow]):
         self.rows = rows
 
     def __len__(self) -> int:
@@ -103,16 +104,8 @@ class ResultSet:
         return pivot_frame(ResultSet(rows).to_pandas(), index=index, columns=columns, values=values)
 
 
-def _row(task: Task, v: Value, cached: bool) -> dict[str, Any]:
-    spec = get_measure(task.measure)
-    out: dict[str, Any] = {"measure": task.measure, "kind": spec.kind, "value": v.value, "stderr": v.stderr, "n": v.n}
-    for side, rep in (("a", task.a), ("b", task.b)):
-        for k, val in rep.describe().items():
-            out[f"{k}_{side}"] = val
-    out.update({"dataset": task.a.dataset, "subset": task.space.subset, "align": task.space.align,
-                "route": v.route, "cached": cached, "seconds": v.seconds,
-                "params": json.dumps(task.params_dict, sort_keys=True)})
-    return out
+def _row(task: Task, v: Value, cached: bool) -> CompareRow:
+    return compare_row(task, get_measure(task.measure).kind, v, cached)
 
 
 # ----------------------------------------------------------------------- planning
@@ -148,46 +141,6 @@ def _block_rows(reps: list[RepRecord], sources: dict[tuple[str, int], Source]) -
     width = sum(r.dim for r in reps)
     fit = max(1, BLOCK_BYTES // max(1, width * 8))
     return max(chunk, (fit // chunk) * chunk)
-
-
-def shard_edges(n: int, shards: int) -> np.ndarray:
-    """Row-space positions splitting ``n`` rows into ``shards`` contiguous shards, as
-    :func:`actdb.query.moments.shard_moments` splits them (so standard errors agree)."""
-    return np.linspace(0, n, shards + 1).round().astype(np.int64)
-
-
-def _position(source: Source, row: int) -> int:
-    """Row-space position of underlying row ``row`` (first position at or after it)."""
-    if source.matrix is not None or source.index is None:
-        return int(row)
-    return int(np.searchsorted(source.index, row))
-
-
-def moments_pass(sources: list[Source], block_rows: int, start: int = 0, stop: int | None = None, *,
-                 pairs: Sequence[PairKey] | None = None, skip_diag: Sequence[int] = (),
-                 edges: np.ndarray | None = None) -> list[Moments]:
-    """Accumulate moments of several sources with identical rows over underlying rows
-    ``start:stop`` (the unit of work of both executors): only the blocks ``pairs`` needs,
-    without the diagonal blocks of ``skip_diag``. One accumulator, or with ``edges`` one
-    per row-space shard ``[edges[g], edges[g + 1])`` (shards outside the range stay empty)."""
-    dims = [s.array.shape[1] for s in sources]
-    count = 1 if edges is None else len(edges) - 1
-    accs = [Moments.empty(dims, budget_bytes=GEMM_BUDGET, pairs=pairs, skip_diag=skip_diag) for _ in range(count)]
-    pos = _position(sources[0], start)
-    for blocks in zip(*(s.blocks(block_rows, start, stop) for s in sources)):
-        rows = len(blocks[0])
-        if not rows:
-            continue
-        if edges is None:
-            accs[0].update(list(blocks))
-        else:
-            g, lo = int(np.searchsorted(edges, pos, side="right")) - 1, pos
-            while lo < pos + rows:
-                hi = min(pos + rows, int(edges[g + 1]))
-                accs[g].update([b[lo - pos: hi - pos] for b in blocks])
-                lo, g = hi, g + 1
-        pos += rows
-    return accs
 
 
 def _passes(tasks: list[Task], budget: int, skip: set[tuple[str, int]]) -> list[list[Task]]:

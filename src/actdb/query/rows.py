@@ -25,7 +25,7 @@ from actdb.store.arrays import RepArray
 
 if TYPE_CHECKING:
     from actdb.query.storage import Storage
-    from actdb.query.plan import RowSpace
+    from actdb.query.tasks import RowSpace
     from actdb.store.records import RepRecord
 
 TOKEN_COLUMNS = ("row", "example", "position", "token_id", "token", "char_start", "char_end", "special")
