@@ -268,8 +268,9 @@ def test_unknown_measure_and_parameter_messages() -> None:
 
 
 def test_register_a_model_route_measure() -> None:
-    spec = MeasureSpec("stitching_test", lambda x, y: 0.0, "distance", (0.0, float("inf")), "model",
-                       {"steps": 100}, "Bansal et al. 2021")
+    spec = MeasureSpec(name="stitching_test", func=lambda x, y: 0.0, kind="distance",
+                       value_range=(0.0, float("inf")), route="model", params={"steps": 100},
+                       citation="Bansal et al. 2021")
     register(spec)
     try:
         assert get_measure("stitching_test") is spec
@@ -280,6 +281,9 @@ def test_register_a_model_route_measure() -> None:
     finally:
         REGISTRY.pop("stitching_test")
     with pytest.raises(InvalidInput, match="needs from_moments"):
+        MeasureSpec(name="bad", func=lambda x, y: 0.0, kind="similarity", value_range=(0, 1),
+                    route="moments", citation="x")
+    with pytest.raises(TypeError):  # specs are built by keyword: no positional bare booleans
         MeasureSpec("bad", lambda x, y: 0.0, "similarity", (0, 1), "moments", {}, "x")
 
 
@@ -297,7 +301,7 @@ def test_stderr_equals_textbook_jackknife_over_contiguous_shards(pair) -> None:
     assert value == pytest.approx(M.linear_cka(x, y), rel=1e-12)
     assert se == pytest.approx(ref, rel=1e-8) and se > 0
     for name in ("procrustes", "mean_cca", "gulp", "debiased_cka"):
-        v, s = getattr(M, name)(x, y, stderr=True)
+        _, s = getattr(M, name)(x, y, stderr=True)
         assert np.isfinite(s) and s > 0
     with pytest.raises(InvalidInput, match="moments route only"):
         M.evaluate("rsa", x, y, stderr=True)

@@ -3,7 +3,8 @@
 Each measure is ``name(X, Y, **params) -> float`` with ``X`` ``(n, d1)`` and ``Y`` ``(n, d2)``
 (numpy arrays or torch tensors, any float dtype; all arithmetic in float64), plus
 :data:`REGISTRY` mapping the name to its :class:`MeasureSpec` (kind, range, route, parameter
-defaults, citation). Moments-route measures are computed from a streaming
+defaults read from the function's signature, citation, implementations); :func:`plan_route`
+is the route a plan runs a measure on. Moments-route measures are computed from a streaming
 :class:`~actdb.query.moments.Moments` accumulator; ``stderr=True`` also returns a jackknife
 standard error over contiguous row shards. Gram-route measures work on a seeded row sample
 (``sample`` rows, default 4,096, exact when ``n`` is smaller).
@@ -22,23 +23,18 @@ from typing import Any, Literal
 
 from actdb.query.measures import _gram_route as _g
 from actdb.query.measures import _moment_route as _m
-from actdb.query.measures._api import (
-    DEFAULT_SHARDS,
-    MeasureResult,
-    _call,
-    choose_route,
-    evaluate,
-    jackknife_stderr,
-)
+from actdb.query.measures import _prepared as _p
+from actdb.query.measures._api import DEFAULT_SHARDS, MeasureResult, _call, evaluate, jackknife_stderr
 from actdb.query.measures._gram_route import DEFAULT_SAMPLE, RowSample, cka_from_grams, hsic, rdm, sample_rows
-from actdb.query.measures._spec import REGISTRY, MeasureSpec, get_measure, register
+from actdb.query.measures._routing import choose_route, plan_route
+from actdb.query.measures._spec import REGISTRY, Imported, ImportedParams, MeasureSpec, Prepared, get_measure, register
 from actdb.query.moments import Moments, PairMoments, Precision
 
 __all__ = [
-    "REGISTRY", "MeasureResult", "MeasureSpec", "Moments", "PairMoments", "RowSample",
-    "choose_route", "cka_from_grams", "debiased_cka", "evaluate", "get_measure", "gulp", "hsic",
-    "jackknife_stderr", "knn_overlap", "linear_cka", "linear_regression", "mean_cca",
-    "procrustes", "pwcca", "rbf_cka", "rdm", "register", "rsa", "sample_rows", "svcca",
+    "REGISTRY", "Imported", "ImportedParams", "MeasureResult", "MeasureSpec", "Moments", "PairMoments",
+    "Prepared", "RowSample", "choose_route", "cka_from_grams", "debiased_cka", "evaluate", "get_measure",
+    "gulp", "hsic", "jackknife_stderr", "knn_overlap", "linear_cka", "linear_regression", "mean_cca",
+    "plan_route", "procrustes", "pwcca", "rbf_cka", "rdm", "register", "rsa", "sample_rows", "svcca",
 ]
 
 Route = Literal["auto", "moments", "gram"]
@@ -74,8 +70,8 @@ def rbf_cka(
     a fraction (default 0.8) of the median pairwise distance ``med`` (``median="offdiag"``:
     over distinct pairs, default; ``"all"``: all m² entries incl. the zero diagonal, as
     Kornblith et al.'s reference code)."""
-    return _call("rbf_cka", X, Y, False, sigma=sigma, median=median, debiased=debiased,
-                 sample=sample, seed=seed)
+    return evaluate("rbf_cka", X, Y, sigma=sigma, median=median, debiased=debiased, sample=sample,
+                    seed=seed).value
 
 
 def mean_cca(X: Any, Y: Any, *, stderr: bool = False, shards: int = DEFAULT_SHARDS,
@@ -123,54 +119,69 @@ def rsa(X: Any, Y: Any, *, rdm_method: str = "correlation", compare: str = "spea
         sample: int | None = DEFAULT_SAMPLE, seed: int = 0) -> float:
     """RSA (Kriegeskorte et al. 2008): Spearman (or Pearson) correlation between the upper
     triangles of the rows' RDMs (``1 − Pearson`` between rows by default)."""
-    return _call("rsa", X, Y, False, rdm_method=rdm_method, compare=compare, sample=sample, seed=seed)
+    return evaluate("rsa", X, Y, rdm_method=rdm_method, compare=compare, sample=sample, seed=seed).value
 
 
 def knn_overlap(X: Any, Y: Any, *, k: int = 10, sample: int | None = DEFAULT_SAMPLE, seed: int = 0) -> float:
     """Mutual k-nearest-neighbour overlap (Huh et al. 2024), cosine neighbours, self excluded."""
-    return _call("knn_overlap", X, Y, False, k=k, sample=sample, seed=seed)
+    return evaluate("knn_overlap", X, Y, k=k, sample=sample, seed=seed).value
 
 
-_SAMPLING = {"sample": DEFAULT_SAMPLE, "seed": 0}
+_STITCHING = "actdb.query.stitching"  # imports this package: listed by import path, resolved when used
 _SPECS = [
-    MeasureSpec("linear_cka", linear_cka, "similarity", (0.0, 1.0), "moments", {},
-                "Kornblith et al. 2019, Similarity of Neural Network Representations Revisited (ICML)",
-                _m.linear_cka_from_moments, True,
+    MeasureSpec(name="linear_cka", func=linear_cka, kind="similarity", value_range=(0.0, 1.0),
+                route="moments", from_moments=_m.linear_cka_from_moments,
+                from_rows=_g.linear_cka_rows, prepared=_p.LINEAR_KERNEL,
+                citation="Kornblith et al. 2019, Similarity of Neural Network Representations Revisited (ICML)",
                 description="Linear centred kernel alignment"),
-    MeasureSpec("debiased_cka", debiased_cka, "similarity", (-1.0, 1.0), "moments", {},
-                "Song et al. 2012 (unbiased HSIC, JMLR); Nguyen et al. 2021 (ICLR)",
-                _m.debiased_cka_from_moments, True,
-                description="Linear CKA with the unbiased HSIC estimator", row_norms=True),
-    MeasureSpec("rbf_cka", rbf_cka, "similarity", (0.0, 1.0), "gram",
-                {"sigma": 0.8, "median": "offdiag", "debiased": False, **_SAMPLING},
-                "Kornblith et al. 2019 (ICML)", None, True, _g.rbf_cka_rows,
+    MeasureSpec(name="debiased_cka", func=debiased_cka, kind="similarity", value_range=(-1.0, 1.0),
+                route="moments", from_moments=_m.debiased_cka_from_moments, row_norms=True,
+                from_rows=_g.debiased_cka_rows, min_rows=4,
+                citation="Song et al. 2012 (unbiased HSIC, JMLR); Nguyen et al. 2021 (ICLR)",
+                description="Linear CKA with the unbiased HSIC estimator"),
+    MeasureSpec(name="rbf_cka", func=rbf_cka, kind="similarity", value_range=(0.0, 1.0),
+                route="gram", from_rows=_g.rbf_cka_rows, prepared=_p.RBF_KERNEL,
+                citation="Kornblith et al. 2019 (ICML)",
                 description="CKA with RBF kernels, bandwidth a fraction of the median distance"),
-    MeasureSpec("mean_cca", mean_cca, "similarity", (0.0, 1.0), "moments", {},
-                "Hotelling 1936, Relations between two sets of variates (Biometrika)",
-                _m.mean_cca_from_moments, True, description="Mean canonical correlation"),
-    MeasureSpec("svcca", svcca, "similarity", (0.0, 1.0), "moments", {"keep": 0.99},
-                "Raghu et al. 2017, SVCCA (NeurIPS)", _m.svcca_from_moments, True,
+    MeasureSpec(name="mean_cca", func=mean_cca, kind="similarity", value_range=(0.0, 1.0),
+                route="moments", from_moments=_m.mean_cca_from_moments,
+                citation="Hotelling 1936, Relations between two sets of variates (Biometrika)",
+                description="Mean canonical correlation"),
+    MeasureSpec(name="svcca", func=svcca, kind="similarity", value_range=(0.0, 1.0),
+                route="moments", from_moments=_m.svcca_from_moments,
+                citation="Raghu et al. 2017, SVCCA (NeurIPS)",
                 description="Mean CCA after SVD truncation to 99% variance"),
-    MeasureSpec("pwcca", pwcca, "similarity", (0.0, 1.0), "moments", {"weights": "x"},
-                "Morcos et al. 2018, Insights on representational similarity (NeurIPS)",
-                _m.pwcca_from_moments, False, description="Projection-weighted CCA"),
-    MeasureSpec("procrustes", procrustes, "distance", (0.0, 2.0), "moments", {"squared": True},
-                "Ding et al. 2021, Grounding Representation Similarity (NeurIPS)",
-                _m.procrustes_from_moments, True, description="Orthogonal Procrustes distance"),
-    MeasureSpec("linear_regression", linear_regression, "similarity", (0.0, 1.0), "moments",
-                {"ridge": 0.0}, "Kornblith et al. 2019 §2 (linear regression fit, R²)",
-                _m.linear_regression_from_moments, False, description="R² predicting Y from X"),
-    MeasureSpec("gulp", gulp, "distance", (0.0, float("inf")), "moments",
-                {"lam": 1e-2, "squared": False},
-                "Boix-Adserà et al. 2022, GULP (NeurIPS)", _m.gulp_from_moments, True,
+    MeasureSpec(name="pwcca", func=pwcca, kind="similarity", value_range=(0.0, 1.0),
+                route="moments", from_moments=_m.pwcca_from_moments, symmetric=False,
+                citation="Morcos et al. 2018, Insights on representational similarity (NeurIPS)",
+                description="Projection-weighted CCA"),
+    MeasureSpec(name="procrustes", func=procrustes, kind="distance", value_range=(0.0, 2.0),
+                route="moments", from_moments=_m.procrustes_from_moments,
+                citation="Ding et al. 2021, Grounding Representation Similarity (NeurIPS)",
+                description="Orthogonal Procrustes distance"),
+    MeasureSpec(name="linear_regression", func=linear_regression, kind="similarity", value_range=(0.0, 1.0),
+                route="moments", from_moments=_m.linear_regression_from_moments, symmetric=False,
+                citation="Kornblith et al. 2019 §2 (linear regression fit, R²)",
+                description="R² predicting Y from X"),
+    MeasureSpec(name="gulp", func=gulp, kind="distance", value_range=(0.0, float("inf")),
+                route="moments", from_moments=_m.gulp_from_moments,
+                citation="Boix-Adserà et al. 2022, GULP (NeurIPS)",
                 description="Generalised linear-predictor distance"),
-    MeasureSpec("rsa", rsa, "similarity", (-1.0, 1.0), "gram",
-                {"rdm_method": "correlation", "compare": "spearman", **_SAMPLING},
-                "Kriegeskorte et al. 2008, Representational similarity analysis (Front. Syst. Neurosci.)",
-                None, True, _g.rsa_rows, description="Correlation of RDMs"),
-    MeasureSpec("knn_overlap", knn_overlap, "similarity", (0.0, 1.0), "gram", {"k": 10, **_SAMPLING},
-                "Huh et al. 2024, The Platonic Representation Hypothesis (ICML)", None, True,
-                _g.knn_overlap_rows, description="Mutual k-NN overlap"),
+    MeasureSpec(name="rsa", func=rsa, kind="similarity", value_range=(-1.0, 1.0),
+                route="gram", from_rows=_g.rsa_rows, prepared=_p.RDM_TRIANGLE,
+                citation="Kriegeskorte et al. 2008, Representational similarity analysis (Front. Syst. Neurosci.)",
+                description="Correlation of RDMs"),
+    MeasureSpec(name="knn_overlap", func=knn_overlap, kind="similarity", value_range=(0.0, 1.0),
+                route="gram", from_rows=_g.knn_overlap_rows, prepared=_p.NEIGHBOURS,
+                citation="Huh et al. 2024, The Platonic Representation Hypothesis (ICML)",
+                description="Mutual k-NN overlap"),
+    MeasureSpec(name="stitching", func=Imported(f"{_STITCHING}:stitching"), kind="distance",
+                value_range=(float("-inf"), float("inf")), route="model", symmetric=False,
+                params=ImportedParams(f"{_STITCHING}:PARAMS"),
+                task_params=Imported(f"{_STITCHING}:task_params"),
+                citation="Bansal, Nakkiran & Barak 2021; Csiszárik et al. 2021; Brown et al. 2023 (EMNLP)",
+                description="Stitching penalty: B's held-out loss with A's hidden.i mapped (affine) into B's "
+                            "hidden.j, minus B's own loss."),
 ]
 for _spec in _SPECS:
     register(_spec)

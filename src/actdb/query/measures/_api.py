@@ -1,5 +1,5 @@
-"""The array API: ``measure(X, Y, **params)``, :func:`evaluate`, :func:`jackknife_stderr`,
-:func:`choose_route`. Every value comes from the one implementation in ``_moment_route`` or
+"""The array API: ``measure(X, Y, **params)``, :func:`evaluate`, :func:`jackknife_stderr`.
+Every value comes from the one implementation in ``_moment_route`` or
 ``_gram_route``; this module only moves arrays into the right form."""
 
 from __future__ import annotations
@@ -11,13 +11,12 @@ from typing import Any, Literal
 import numpy as np
 
 from actdb.errors import InvalidInput, MeasureError
-from actdb.query.measures._gram_route import DEFAULT_SAMPLE, RowSample, linear_cka_rows, sample_rows
+from actdb.query.measures._gram_route import DEFAULT_SAMPLE, RowSample, sample_rows
+from actdb.query.measures._routing import choose_route
 from actdb.query.measures._spec import MeasureSpec, get_measure
 from actdb.query.moments import Moments, Precision, as_matrix, shard_moments, to_numpy
 
 DEFAULT_SHARDS = 20
-#: Gram route is considered only while its ``P`` Gram matrices fit in this many bytes.
-GRAM_MEMORY_BYTES = 2 * 2**30
 
 
 @dataclass(frozen=True)
@@ -32,33 +31,6 @@ class MeasureResult:
     params: dict[str, Any]
     stderr: float | None = None
     sample: RowSample | None = field(default=None, compare=False)
-
-
-def choose_route(n: int, dims: Sequence[int], n_pairs: int | None = None) -> Literal["moments", "gram"]:
-    """Pick the cheaper exact route for linear/debiased CKA over P reps of widths ``dims``
-    sharing ``n`` rows.
-
-    Cost model (flops, both routes exact):
-
-    - moments: one pass, ``n·D²`` with ``D = Σ d_p`` (all ``P(P+1)/2`` blocks by GEMM/SYRK),
-      plus ``Σ_pairs d_i·d_j`` to read each pair;
-    - gram: ``Σ_p n²·d_p`` to build the centred Grams plus ``n²`` per pair for their inner
-      products, and ``P·n²·8`` bytes of memory — allowed only under ``GRAM_MEMORY_BYTES``.
-
-    The Gram route wins when ``n`` is small relative to ``D`` (roughly ``n < D`` for one pair).
-    ``n_pairs`` defaults to all ``P(P+1)/2`` pairs.
-    """
-    dims = [int(d) for d in dims]
-    p = len(dims)
-    if p < 1 or n < 1:
-        raise InvalidInput(f"choose_route needs n >= 1 and at least one rep, got n={n}, dims={dims}")
-    pairs = p * (p + 1) // 2 if n_pairs is None else int(n_pairs)
-    total = sum(dims)
-    moments = float(n) * total * total + pairs * max(dims) ** 2
-    gram = float(n) ** 2 * total + float(n) ** 2 * pairs
-    if p * float(n) ** 2 * 8 > GRAM_MEMORY_BYTES:
-        return "moments"
-    return "gram" if gram < moments else "moments"
 
 
 def jackknife_stderr(
@@ -126,15 +98,16 @@ def evaluate(
     if chosen not in ("moments", "gram"):
         raise InvalidInput(f"route must be 'auto', 'moments' or 'gram', got {route!r}")
     if chosen == "gram" and spec.route == "moments":
-        if spec.name not in ("linear_cka", "debiased_cka"):
+        if not spec.has_gram_form:
             raise InvalidInput(f"measure {spec.name!r} has no Gram route; use route='moments'")
         if stderr:
             raise InvalidInput("stderr=True is available on the moments route only")
         rs = sample_rows(n, sample_size, int(seed or 0))
         xs, ys = as_matrix(x[rs.indices], "X"), as_matrix(y[rs.indices], "Y")
-        if n < (4 if spec.name == "debiased_cka" else 2):
+        if n < spec.min_rows:
             raise MeasureError(f"{spec.name} needs more rows, got n={n}")
-        value = linear_cka_rows(xs, ys, debiased=spec.name == "debiased_cka")
+        assert spec.from_rows is not None
+        value = spec.from_rows(xs, ys, **p)
         return MeasureResult(spec.name, value, "gram", n, {**p, "sample": sample_size, "seed": seed}, None, rs)
     if chosen == "moments" and spec.route != "moments":
         raise InvalidInput(f"measure {spec.name!r} is computed on the Gram route only")

@@ -45,13 +45,14 @@ def sample_rows(n: int, size: int | None = DEFAULT_SAMPLE, seed: int = 0) -> Row
 def _centre_gram(k: np.ndarray) -> np.ndarray:
     """``HKH`` with ``H = I − 11ᵀ/m``."""
     k = k - k.mean(axis=0, keepdims=True)
-    return k - k.mean(axis=1, keepdims=True)
+    out: np.ndarray = k - k.mean(axis=1, keepdims=True)
+    return out
 
 
 def hsic(k: np.ndarray, l: np.ndarray, debiased: bool = False) -> float:
     """HSIC of two ``(m, m)`` kernel matrices: biased ``tr(KHLH)/(m−1)²`` (Gretton et al. 2005)
     or the unbiased estimator of Song et al. (2012) (needs m ≥ 4)."""
-    m = k.shape[0]
+    m = int(k.shape[0])
     if not debiased:
         return float(np.sum(_centre_gram(k) * _centre_gram(l))) / (m - 1) ** 2
     if m < 4:
@@ -61,7 +62,7 @@ def hsic(k: np.ndarray, l: np.ndarray, debiased: bool = False) -> float:
     np.fill_diagonal(lt, 0.0)
     k1, l1 = kt.sum(axis=0), lt.sum(axis=0)
     t = float(np.sum(kt * lt)) + k1.sum() * l1.sum() / ((m - 1) * (m - 2)) - 2.0 * float(k1 @ l1) / (m - 2)
-    return t / (m * (m - 3))
+    return float(t / (m * (m - 3)))
 
 
 def cka_from_grams(k: np.ndarray, l: np.ndarray, debiased: bool = False) -> float:
@@ -79,7 +80,8 @@ def cka_from_grams(k: np.ndarray, l: np.ndarray, debiased: bool = False) -> floa
 def linear_gram(x: np.ndarray) -> np.ndarray:
     """``K = X̃X̃ᵀ`` ``(m, m)`` of the column-centred rows."""
     xc = x - x.mean(axis=0)
-    return xc @ xc.T
+    out: np.ndarray = xc @ xc.T
+    return out
 
 
 def linear_cka_rows(x: np.ndarray, y: np.ndarray, debiased: bool = False) -> float:
@@ -87,10 +89,15 @@ def linear_cka_rows(x: np.ndarray, y: np.ndarray, debiased: bool = False) -> flo
     return cka_from_grams(linear_gram(x), linear_gram(y), debiased)
 
 
+def debiased_cka_rows(x: np.ndarray, y: np.ndarray) -> float:
+    """Debiased linear CKA through ``(m, m)`` Grams (unbiased HSIC, needs m ≥ 4)."""
+    return linear_cka_rows(x, y, debiased=True)
+
+
 def squared_distances(x: np.ndarray) -> np.ndarray:
     """``D_ij = ‖x_i − x_j‖²`` ``(m, m)``, clipped at 0 with an exact zero diagonal."""
     sq = np.einsum("ij,ij->i", x, x)
-    d = sq[:, None] + sq[None, :] - 2.0 * (x @ x.T)
+    d: np.ndarray = sq[:, None] + sq[None, :] - 2.0 * (x @ x.T)
     np.maximum(d, 0.0, out=d)
     np.fill_diagonal(d, 0.0)
     return d
@@ -168,7 +175,8 @@ def rdm(x: np.ndarray, method: str = "correlation") -> np.ndarray:
             "columns (zero variance), so its Pearson correlation is undefined"
         )
     z = xc / norms[:, None]
-    return 1.0 - z @ z.T
+    out: np.ndarray = 1.0 - z @ z.T
+    return out
 
 
 def rsa_rows(
@@ -215,4 +223,4 @@ def knn_overlap_rows(x: np.ndarray, y: np.ndarray, k: int = 10) -> float:
     hits = 0
     for a, b in zip(nx, ny, strict=True):
         hits += np.intersect1d(a, b, assume_unique=True).size
-    return hits / (m * k)
+    return float(hits / (m * k))

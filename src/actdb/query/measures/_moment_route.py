@@ -172,7 +172,8 @@ def _solve_psd(s: np.ndarray, b: np.ndarray, ridge: float) -> np.ndarray:
     evals = evals + ridge
     top = np.max(np.abs(evals)) if evals.size else 0.0
     inv = np.where(evals > RANK_TOL * top, 1.0 / np.where(evals > 0, evals, 1.0), 0.0)
-    return evecs @ (inv[:, None] * (evecs.T @ b))
+    out: np.ndarray = evecs @ (inv[:, None] * (evecs.T @ b))
+    return out
 
 
 def linear_regression_from_moments(pm: PairMoments, ridge: float = 0.0) -> float:
