@@ -25,6 +25,8 @@ from actdb.errors import CorruptStore, UnderflowWarning
 from actdb.store import arrays
 from actdb.store import schema as S
 from actdb.store.checksums import CRC_ATTR
+from actdb.store.readers import OpenedArray, RowReader, ZarrRows
+from actdb.store.shards import LocalShards
 
 N = 1000  # with 512-byte chunks: 16 rows of width 8 (float32) a chunk, 512 a shard, two shard files a rep
 
@@ -126,21 +128,34 @@ DAMAGE = {
 }
 
 
-@pytest.mark.parametrize("reader", ["local", "zarr"])
+def _local_shards(opened: OpenedArray) -> RowReader:
+    """The local shard reader only (these arrays are local, with a codec it decodes)."""
+    reader = LocalShards.for_array(opened)
+    assert reader is not None, "the local shard reader declined an array actdb wrote"
+    return reader
+
+
+READERS = {"local": _local_shards, "zarr": ZarrRows}
+
+
+@pytest.mark.parametrize("reader", list(READERS))
 @pytest.mark.parametrize("how", list(DAMAGE))
-def test_damage_is_an_error_on_the_next_read(three_reps, monkeypatch, how, reader):
+def test_damage_is_an_error_on_the_next_read(three_reps, how, reader):
     db = three_reps
-    monkeypatch.setattr(arrays, "FAST_LOCAL_READS", reader == "local")
-    intact = db.read_rep(2).to_numpy()
+
+    def rep2() -> arrays.RepArray:
+        return db.read_rep(2).with_reader(READERS[reader])
+
+    intact = rep2().to_numpy()
     DAMAGE[how](db)
-    raises_actdb(lambda: db.read_rep(2).to_numpy(), CorruptStore, match="rep 2")
+    raises_actdb(lambda: rep2().to_numpy(), CorruptStore, match="rep 2")
     if how in ("flipped byte (uncompressed)", "another rep's shard copied in", "deleted shard"):
         # the undamaged first shard still reads, and the error names the damaged rows
-        np.testing.assert_array_equal(db.read_rep(2)[0:512], intact[:512])
-        exc = raises_actdb(lambda: db.read_rep(2)[512:N], CorruptStore, match=r"rows \d+:\d+ \(chunk \d+\)")
+        np.testing.assert_array_equal(rep2()[0:512], intact[:512])
+        exc = raises_actdb(lambda: rep2()[512:N], CorruptStore, match=r"rows \d+:\d+ \(chunk \d+\)")
         first, _, chunk = (int(v) for v in re.search(r"rows (\d+):(\d+) \(chunk (\d+)\)", str(exc)).groups())
         assert first == chunk * 16 and chunk >= 32  # a chunk of the second shard
-        raises_actdb(lambda: db.read_rep(2)[first + 3: first + 4], CorruptStore, match=f"chunk {chunk}\\)")
+        raises_actdb(lambda: rep2()[first + 3: first + 4], CorruptStore, match=f"chunk {chunk}\\)")
     report = db.verify()
     assert [(p.rep_id, p.kind) for p in report.problems] == [(2, "corrupt")], report.problems
 

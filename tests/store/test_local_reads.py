@@ -1,6 +1,7 @@
-"""actdb's own read path for local sharded arrays (``arrays.LocalShards``): the same values as
-zarr's reads for every layout actdb writes, zarr's reads for anything else, fill values where
-zarr stores nothing, typed errors for damaged shards, and safe under threads and fork."""
+"""actdb's own read path for local sharded arrays (``shards.LocalShards``): the same values as
+zarr's reads (``readers.ZarrRows``, injected into a second handle) for every layout actdb writes,
+zarr's reads for anything else, fill values where zarr stores nothing, typed errors for damaged
+shards, and safe under threads and fork."""
 
 from __future__ import annotations
 
@@ -14,10 +15,13 @@ import pytest
 
 from actdb.errors import CorruptStore
 from actdb.store import arrays as A
+from actdb.store.readers import OpenedArray, OpenReader, RowReader, ZarrRows
+from actdb.store.shards import LocalShards
 
 
 def make(tmp_path: Path, x: np.ndarray, *, codec: str = "lz4", dtype: str = "float16", chunk_rows: int = 16,
-         chunks_per_shard: int = 4, name: str = "reps/000000001") -> A.RepArray:
+         chunks_per_shard: int = 4, name: str = "reps/000000001",
+         reader: OpenReader = A.choose_reader) -> A.RepArray:
     """``x`` stored as actdb stores a rep, and a fresh handle on it."""
     root = A.open_root(str(tmp_path / "arrays"), read_only=False)
     n, d = x.shape
@@ -25,25 +29,28 @@ def make(tmp_path: Path, x: np.ndarray, *, codec: str = "lz4", dtype: str = "flo
     arr = A.create_array(root, int(name.rsplit("/", 1)[1]), n_rows=n, dim=d, dtype=dtype, codec=codec,  # type: ignore[arg-type]
                          chunk_rows=chunk_rows, shard_rows=shard_rows)
     arr[:] = A.to_storage(x, dtype)  # type: ignore[arg-type]
-    return handle(tmp_path, x.shape, dtype=dtype, chunk_rows=chunk_rows, shard_rows=shard_rows, name=name)
+    return handle(tmp_path, x.shape, dtype=dtype, chunk_rows=chunk_rows, shard_rows=shard_rows, name=name,
+                  reader=reader)
 
 
 def handle(tmp_path: Path, shape: tuple[int, int], *, dtype: str = "float16", chunk_rows: int = 16,
-           shard_rows: int = 64, name: str = "reps/000000001") -> A.RepArray:
+           shard_rows: int = 64, name: str = "reps/000000001", reader: OpenReader = A.choose_reader) -> A.RepArray:
     root = A.open_root(str(tmp_path / "arrays"), read_only=True)
     return A.RepArray(root, name, rep_id=1, n_rows=shape[0], dim=shape[1], dtype=dtype,
-                      chunk_rows=chunk_rows, shard_rows=shard_rows)
+                      chunk_rows=chunk_rows, shard_rows=shard_rows, reader=reader)
 
 
-def via_zarr(h: A.RepArray, monkeypatch: pytest.MonkeyPatch) -> A.RepArray:
+def recording(built: list[RowReader]) -> OpenReader:
+    """The default reader choice, remembering each reader it builds."""
+    def open_reader(opened: OpenedArray) -> RowReader:
+        built.append(A.choose_reader(opened))
+        return built[-1]
+    return open_reader
+
+
+def via_zarr(h: A.RepArray) -> A.RepArray:
     """A second handle on the same array that reads through zarr only."""
-    with monkeypatch.context() as m:
-        m.setattr(A, "FAST_LOCAL_READS", False)
-        other = A.RepArray(h._root, h.path, rep_id=h.rep_id, n_rows=h.shape[0], dim=h.shape[1], dtype=h.dtype,
-                           chunk_rows=h.chunk_rows, shard_rows=h.shard_rows)
-        other._zarr()
-    assert other._local is None
-    return other
+    return h.with_reader(ZarrRows)
 
 
 def shard_file(tmp_path: Path, shard: int, name: str = "reps/000000001") -> Path:
@@ -52,14 +59,17 @@ def shard_file(tmp_path: Path, shard: int, name: str = "reps/000000001") -> Path
 
 @pytest.mark.parametrize("codec", A.CODECS)
 @pytest.mark.parametrize("dtype", ["float16", "float32", "bfloat16"])
-def test_same_values_as_zarr_for_every_slice(tmp_path, monkeypatch, codec, dtype):
+def test_same_values_as_zarr_for_every_slice(tmp_path, codec, dtype):
     rng = np.random.default_rng(0)
     x = (rng.standard_normal((203, 7)) * 3).astype(np.float32)  # 203: a partial last chunk and shard
-    h = make(tmp_path, x, codec=codec, dtype=dtype)
-    h._zarr()
-    assert (h._local is not None) == (codec != "zstd")  # zstd (not blosc) is read by zarr
-    ref = via_zarr(h, monkeypatch)
+    built: list[RowReader] = []
+    h = make(tmp_path, x, codec=codec, dtype=dtype, reader=recording(built))
+    assert not h.has_checksums and len(built) == 1  # opening builds the reader (make() seals no checksums)
+    assert isinstance(built[0], LocalShards) == (codec != "zstd")  # zstd (not blosc) is read by zarr
+    assert isinstance(built[0], ZarrRows) == (codec == "zstd")
+    ref = via_zarr(h)
     cuts = [(0, 203), (0, 1), (202, 203), (15, 17), (16, 32), (63, 65), (60, 200), (5, 5), (190, 400), (-3, 2)]
+    cuts += [(300, 400), (9, 3)]
     cuts += [tuple(sorted(rng.integers(0, 210, 2))) for _ in range(20)]
     for a, b in cuts:
         got, want = h.read_stored(a, b), ref.read_stored(a, b)
@@ -72,23 +82,26 @@ def test_same_values_as_zarr_for_every_slice(tmp_path, monkeypatch, codec, dtype
 
 def test_counters_and_laziness_unchanged(tmp_path):
     x = np.arange(200 * 3, dtype=np.float32).reshape(200, 3)
-    h = make(tmp_path, x)
-    assert h.reads == 0 and h._local is None  # nothing opened yet
+    built: list[RowReader] = []
+    h = make(tmp_path, x, reader=recording(built))
+    assert h.reads == 0 and built == []  # nothing opened yet
     np.testing.assert_array_equal(h[20:40], x[20:40])
-    assert h.reads == 1 and h.chunks_read == 2
+    np.testing.assert_array_equal(h[40:60], x[40:60])
+    assert h.reads == 2 and h.chunks_read == 4 and len(built) == 1  # opened once
+    assert isinstance(built[0], LocalShards)
 
 
-def test_unstored_chunks_and_shards_hold_the_fill_value(tmp_path, monkeypatch):
+def test_unstored_chunks_and_shards_hold_the_fill_value(tmp_path):
     x = np.ones((256, 4), np.float32)
     x[16:32] = 0  # one chunk of fill values: zarr stores no bytes for it
     x[64:128] = 0  # a whole shard of fill values: no shard file at all
     h = make(tmp_path, x)
     assert not shard_file(tmp_path, 1).exists() and shard_file(tmp_path, 0).exists()
     np.testing.assert_array_equal(h.to_numpy(), x.astype(np.float16))
-    np.testing.assert_array_equal(h[10:140], via_zarr(h, monkeypatch)[10:140])
+    np.testing.assert_array_equal(h[10:140], via_zarr(h)[10:140])
     shard_file(tmp_path, 2).unlink()  # a deleted shard reads as fill values, as with zarr (verify's checksum finds it)
     fresh = handle(tmp_path, x.shape)
-    np.testing.assert_array_equal(fresh[100:250], via_zarr(fresh, monkeypatch)[100:250])
+    np.testing.assert_array_equal(fresh[100:250], via_zarr(fresh)[100:250])
     assert not fresh[128:192].any()
 
 

@@ -33,7 +33,7 @@ def crc32c(data: np.ndarray) -> int:
     """CRC-32C of an array's bytes (C order)."""
     from crc32c import crc32c as crc
 
-    return int(crc(np.ascontiguousarray(data)))
+    return int(crc(np.ascontiguousarray(data).data))
 
 
 class ChunkChecksums:
