@@ -291,7 +291,7 @@ def _check_weights(ctx: _Context, spec: CheckpointSpec, loaded: LoadedModel) -> 
     never a silent "up-to-date" over the old activations. Hashed once per checkpoint per run
     (a read of every parameter: ~0.1 s for a 22M-parameter model)."""
     from actdb.models import weights_hash
-    from actdb.store.store import weights_mismatch
+    from actdb.store.models import weights_mismatch
 
     whash = ctx.weights.get(spec.name) or weights_hash(loaded.model)
     ctx.weights[spec.name] = whash
