@@ -76,10 +76,13 @@ class Database:
         return f"<Database {self.path}{' read-only' if self.read_only else ''}>"
 
     # ---------------------------------------------------- models, checkpoints
-    def add_model(self, name: str, **meta: Any) -> ModelInfo:
-        """Register a model (idempotent; newly given metadata is filled in): ``family``,
-        ``architecture``, ``width``, ``depth``, ``n_params``, ``meta``."""
-        return self.store.models.add(name, **meta)
+    def add_model(self, name: str, *, family: str | None = None, architecture: str | None = None,
+                  width: int | None = None, depth: int | None = None, n_params: int | None = None,
+                  meta: dict[str, Any] | None = None) -> ModelInfo:
+        """Register a model (idempotent: an existing model of that name is returned, with
+        any newly given metadata filled in)."""
+        return self.store.models.add(name, family=family, architecture=architecture, width=width, depth=depth,
+                                     n_params=n_params, meta=meta)
 
     def model(self, name: str) -> ModelInfo:
         return self.store.models.get(name)
@@ -87,11 +90,13 @@ class Database:
     def models(self) -> list[ModelInfo]:
         return self.store.models.all()
 
-    def add_checkpoint(self, model: str, name: str, **meta: Any) -> CheckpointInfo:
-        """Register a checkpoint of ``model`` (created if new): ``step``, ``tokens_seen``,
-        ``weights_hash``, ``source``, ``meta``. A different ``weights_hash`` for an existing
-        name is refused."""
-        return self.store.models.add_checkpoint(model, name, **meta)
+    def add_checkpoint(self, model: str, name: str, *, step: int | None = None, tokens_seen: int | None = None,
+                       weights_hash: str | None = None, source: str | None = None,
+                       meta: dict[str, Any] | None = None) -> CheckpointInfo:
+        """Register a checkpoint of ``model`` (created if new). Idempotent for equal
+        arguments; a different ``weights_hash`` for an existing name is refused."""
+        return self.store.models.add_checkpoint(model, name, step=step, tokens_seen=tokens_seen,
+                                                weights_hash=weights_hash, source=source, meta=meta)
 
     def checkpoint(self, model: str, name: str) -> CheckpointInfo:
         return self.store.models.checkpoint(model, name)
@@ -129,9 +134,12 @@ class Database:
         """The example table of a dataset: example, text, label, split."""
         return self.store.datasets.examples(dataset)
 
-    def add_tokenization(self, dataset: str, tokenizer: str, tokens: Any, **kwargs: Any) -> TokenizationInfo:
-        """Store the token table of ``dataset`` by ``tokenizer`` (idempotent for equal content)."""
-        return self.store.tokenizations.add(dataset, tokenizer, tokens, **kwargs)
+    def add_tokenization(self, dataset: str, tokenizer: str, tokens: Any, *, max_length: int = 0,
+                         tokenizer_hash: str | None = None, n_truncated: int = 0) -> TokenizationInfo:
+        """Store the token table of ``dataset`` tokenized by ``tokenizer`` (row -> example,
+        position, token id, token text, char span, special flag). Idempotent for equal content."""
+        return self.store.tokenizations.add(dataset, tokenizer, tokens, max_length=max_length,
+                                            tokenizer_hash=tokenizer_hash, n_truncated=n_truncated)
 
     def tokenization(self, dataset: str, tokenizer: str, max_length: int | None = None) -> TokenizationInfo:
         return self.store.tokenizations.get(dataset, tokenizer, max_length)
@@ -141,26 +149,31 @@ class Database:
         return self.store.tokenizations.token_table(tokenization_id)
 
     # ------------------------------------------------------------------- reps
-    def write_rep(self, model: str, checkpoint: str, dataset: str, site: str, array: Any, **kwargs: Any) -> RepRecord:
+    def write_rep(self, model: str, checkpoint: str, dataset: str, site: str, array: Any, *,
+                  tokens: Any = None, tokenizer: str | None = None, pooling: str = "token",
+                  dtype: str = "float16", max_length: int = 0, layer: int | None = None,
+                  allow_nonfinite: bool = False, overwrite: bool = False, codec: str | None = None) -> RepRecord:
         """Store one rep: ``array`` is ``(n_rows, dim)``, numpy or torch, any float dtype.
 
         Token-level reps (``pooling="token"``) need their token table: pass ``tokens``
         (and a ``tokenizer`` name) or the ``tokenizer`` of a token table already stored
         for ``dataset``. Example-level reps (``mean``, ``first``, ``last``) have one row
-        per example. Also ``dtype`` (float16, bfloat16, float32), ``layer``, ``codec``,
-        ``allow_nonfinite``, ``overwrite``. Everything is validated before anything is written.
+        per example. Everything is validated before anything is written.
         """
-        return self.store.reps.write(model, checkpoint, dataset, site, array, **kwargs)
+        return self.store.reps.write(model, checkpoint, dataset, site, array, tokens=tokens, tokenizer=tokenizer,
+                                     pooling=pooling, dtype=dtype, max_length=max_length, layer=layer,
+                                     allow_nonfinite=allow_nonfinite, overwrite=overwrite, codec=codec)
 
     def rep_writer(self, model: str, checkpoint: str, dataset: str, site: str, **kwargs: Any) -> RepWriter:
         """A :class:`~actdb.store.RepWriter` for streaming a rep in (``n_rows``, ``dim``, and
         the options of :meth:`write_rep`; ``resume=True`` continues an interrupted write)."""
         return self.store.reps.writer(model, checkpoint, dataset, site, **kwargs)
 
-    def find_reps(self, **exact: Any) -> list[RepRecord]:
-        """Reps matching exact values of model, checkpoint, dataset, site, pooling (and
-        ``status``, default complete); :meth:`reps` adds globs and ranges."""
-        return self.store.reps.find(**exact)
+    def find_reps(self, *, model: str | None = None, checkpoint: str | None = None, dataset: str | None = None,
+                  site: str | None = None, pooling: str | None = None, status: str = "complete") -> list[RepRecord]:
+        """Reps matching exact values (:meth:`reps` adds globs and ranges)."""
+        return self.store.reps.find(model=model, checkpoint=checkpoint, dataset=dataset, site=site,
+                                    pooling=pooling, status=status)
 
     def rep_meta(self, rep_id: int) -> dict[str, Any]:
         return self.store.reps.meta(rep_id)

@@ -58,7 +58,7 @@ def test_attach_names(hostile_store, unchanged):
     db, _ = hostile_store
     for name in BAD + ["local"]:
         raises_actdb(lambda: db.attach(str(db.path), name=name), actdb.ActdbError)
-    assert db._attached == {}
+    assert db.attachments() == []
 
 
 def test_selection_filter_values(hostile_store, unchanged):

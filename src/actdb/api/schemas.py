@@ -7,6 +7,8 @@ from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from actdb.query.result_row import CompareRow  # the one computed-row type; its schema is served as is
+
 FilterValue = Union[str, int, list[Union[str, int]]]
 Selection = Union[str, dict[str, FilterValue]]
 ParamValue = Union[bool, int, float, str]
@@ -88,38 +90,9 @@ class CompareRequest(BaseModel):
                                                    "(moments-route measures only).")
 
 
-class CompareRow(BaseModel):
-    measure: str
-    kind: str
-    value: float
-    stderr: float | None = None
-    n: int
-    model_a: str
-    checkpoint_a: str
-    step_a: int | None = None
-    site_a: str
-    layer_a: int | None = None
-    pooling_a: str
-    rep_id_a: int
-    store_a: str
-    model_b: str
-    checkpoint_b: str
-    step_b: int | None = None
-    site_b: str
-    layer_b: int | None = None
-    pooling_b: str
-    rep_id_b: int
-    store_b: str
-    dataset: str
-    subset: str | None = None
-    align: str | None = None
-    route: str
-    cached: bool
-    seconds: float
-    params: str
-
-
 class CompareOut(BaseModel):
+    """The computed rows of a comparison (one per pair x measure)."""
+
     rows: list[CompareRow]
 
 
