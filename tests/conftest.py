@@ -52,7 +52,7 @@ def pg_url(pg_server: str) -> Iterator[str]:
     try:
         yield f"{pg_server}?options=-csearch_path%3D{schema}"
     finally:
-        from actdb.store.reader import reader_role
+        from actdb.store.sql_postgres import reader_role
 
         with engine.begin() as conn:
             conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')

@@ -134,10 +134,10 @@ def test_cached_values_follow_the_result_table(sdb, plans):
 
 
 def test_large_caches_are_copied_inside_duckdb(duck, monkeypatch, plans):
-    from actdb.query import sql
+    from actdb.store import sql_duckdb
 
     monkeypatch.setattr(arrays, "CHUNK_BYTES", 64 * DIM * 4)
-    monkeypatch.setattr(sql, "MEMO_ROWS", 0)  # every cache counts as large: no memo
+    monkeypatch.setattr(sql_duckdb, "MEMO_ROWS", 0)  # every cache counts as large: no memo
     fill(duck)
     first = duck.sql(TRAJECTORY).to_pylist()
     assert plans == [12] and all(r["cka"] is not None for r in first)

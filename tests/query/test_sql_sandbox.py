@@ -13,8 +13,7 @@ import pytest
 
 import actdb
 from actdb.errors import InvalidInput, StoreBusy, UnsafeQuery
-from actdb.query.sqlguard import check_select
-from actdb.query.sqllimits import Limits
+from actdb.query.sql import Limits, check_select
 
 
 @pytest.fixture
@@ -85,8 +84,8 @@ def test_escapes_are_refused_through_db_sql(sdb):
 
 @pytest.mark.postgres
 def test_postgresql_queries_hold_even_when_the_validator_is_bypassed(tmp_path, pg_url):
-    """run_postgres is what runs after the validator: as the store's reader role, READ ONLY."""
-    from actdb.query.sql_postgres import run_postgres
+    """run_readonly is what runs after the validator: as the store's reader role, READ ONLY."""
+    from actdb.store.sql_readonly import run_readonly
 
     db = actdb.open(str(tmp_path / "pg"), catalog_url=pg_url)
     db.add_dataset("d", ["a b", "c d"])
@@ -96,12 +95,12 @@ def test_postgresql_queries_hold_even_when_the_validator_is_bypassed(tmp_path, p
                   "SELECT pg_read_file('/etc/hostname')", "SELECT * FROM pg_ls_dir('.')", "SELECT * FROM rep",
                   "SELECT query_to_xml('SELECT * FROM rep', true, true, '')"]:
         with pytest.raises(InvalidInput, match="permission denied"):
-            run_postgres(db, query, limits)
+            run_readonly(db.store, query, limits)
     with pytest.raises(InvalidInput, match="read-only transaction|permission denied"):
-        run_postgres(db, "SELECT 1; DELETE FROM result", limits)
-    role = run_postgres(db, "SELECT current_user AS u, current_setting('search_path') AS p", limits).to_pylist()
+        run_readonly(db.store, "SELECT 1; DELETE FROM result", limits)
+    role = run_readonly(db.store, "SELECT current_user AS u, current_setting('search_path') AS p", limits).to_pylist()
     assert role[0]["u"].startswith("actdb_reader_") and role[0]["p"] == pg_url.split("%3D")[1]
-    assert run_postgres(db, "SELECT count(*) AS n FROM reps", limits).to_pylist() == [{"n": 1}]
+    assert run_readonly(db.store, "SELECT count(*) AS n FROM reps", limits).to_pylist() == [{"n": 1}]
     db.close()
 
 

@@ -12,8 +12,8 @@ import pytest
 
 import actdb
 from actdb.errors import InvalidInput
-from actdb.query import snapshot, sql
-from actdb.query.snapshot import SNAPSHOTS
+from actdb.store import snapshot, sql_duckdb
+from actdb.store.snapshot import SNAPSHOTS
 
 COUNT = "SELECT count(*) AS n FROM results"
 CKA = ("SELECT count(*) AS n, sum(dissim('linear_cka', a.rep_id, b.rep_id)) AS s FROM reps a JOIN reps b "
@@ -24,8 +24,9 @@ CKA = ("SELECT count(*) AS n, sum(dissim('linear_cka', a.rep_id, b.rep_id)) AS s
 def opens(monkeypatch):
     """Counts direct opens of the catalog file for SQL."""
     calls: list[str] = []
-    original = sql._connect_duckdb
-    monkeypatch.setattr(sql, "_connect_duckdb", lambda store, path: calls.append(path) or original(store, path))
+    original = sql_duckdb.connect
+    monkeypatch.setattr(sql_duckdb, "connect", lambda store, path, settings: calls.append(path)
+                        or original(store, path, settings))
     SNAPSHOTS.clear()
     yield calls
     SNAPSHOTS.clear()

@@ -65,7 +65,7 @@ def schemas(pg_server: str) -> Iterator[list[str]]:
     """Names for fresh schemas (not created here: actdb creates them); dropped afterwards."""
     import sqlalchemy as sa
 
-    from actdb.store.reader import reader_role
+    from actdb.store.sql_postgres import reader_role
 
     names = [f"actdb_t_{uuid.uuid4().hex[:10]}" for _ in range(2)]
     yield names
@@ -145,7 +145,7 @@ def test_two_stores_in_two_schemas_do_not_see_each_other(tmp_path: Path, pg_serv
 
 @pytestmark_pg
 def test_db_sql_and_dissim_with_schema_parameter(tmp_path: Path, pg_server: str, schemas: list[str]) -> None:
-    from actdb.store.reader import reader_role
+    from actdb.store.sql_postgres import reader_role
 
     schema = schemas[0]
     db = actdb.open(str(tmp_path / "s"), catalog_url=f"{pg_server}?schema={schema}")

@@ -26,16 +26,17 @@ The server is the single owner of its store. Three rules:
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
-
-import sqlalchemy as sa
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from actdb.errors import ActdbError, InvalidInput
+from actdb.store.keeper import Held, holds_file, keep_open
+
+if TYPE_CHECKING:
+    from actdb.database import Database
 
 T = TypeVar("T")
 log = logging.getLogger("actdb.api")
@@ -117,14 +118,14 @@ class KeyLocks:
 class Gate:
     """Shared/exclusive access to one Database for the server's worker threads."""
 
-    def __init__(self, db: Any, *, max_values: int = 20_000):
+    def __init__(self, db: Database, *, max_values: int = 20_000):
         self.db = db
         self.max_values = max_values
-        self.is_duckdb = db.catalog.dialect == "duckdb"
+        self.is_duckdb = holds_file(db.store)
         self._rw = RWLock()
         self._write = threading.Lock()
         self._keys = KeyLocks()
-        self._keeper: Any = None
+        self._keeper: Held | None = None
         self._keeper_mutex = threading.Lock()
         self.computations = 0  # comparisons that computed something (for tests and /healthz)
         self.generation = 0  # bumped whenever the catalog may have changed
@@ -165,16 +166,7 @@ class Gate:
             return
         with self._keeper_mutex:
             if self._keeper is None:
-                try:
-                    with self.db.catalog.connect() as conn:  # busy handling and errors as usual
-                        conn.exec_driver_sql("SELECT 1")
-                except sa.exc.DBAPIError as exc:
-                    if "different configuration" not in str(exc):
-                        raise
-                    # a read-only connection of the last SQL request is still referenced
-                    # (an Arrow reader in a traceback): collect it, then open
-                    gc.collect()
-                self._keeper = self.db.catalog.engine.connect()
+                self._keeper = keep_open(self.db.store)
 
     def close(self) -> None:
         with self._keeper_mutex:
@@ -184,11 +176,11 @@ class Gate:
 
     # ------------------------------------------------------------------- access
     @contextlib.contextmanager
-    def shared(self) -> Iterator[Any]:
+    def shared(self) -> Iterator[Database]:
         with self._rw.read():
             yield self.db
 
-    def exclusive(self, fn: Callable[[Any], T]) -> T:
+    def exclusive(self, fn: Callable[[Database], T]) -> T:
         """``fn(db)`` with sole access and the kept connection closed (DuckDB); shared
         access otherwise. Used for ``Database.sql``, which opens DuckDB read-only."""
         if not self.is_duckdb:
@@ -218,7 +210,8 @@ class Gate:
     # ------------------------------------------------------------------ compute
     def compute(self, comparison: Any) -> Any:
         """Compute a comparison: lookups concurrently, missing values once each."""
-        from actdb.query.executor import cached_values, run_plan
+        from actdb.query.cache import cached_values
+        from actdb.query.executor import run_plan
 
         with self.shared():
             tasks = comparison.tasks()
@@ -226,12 +219,12 @@ class Gate:
                 raise InvalidInput(f"the comparison asks for {len(tasks):,} values; this server computes at most "
                                    f"{self.max_values:,} per request: narrow the selections or use pairs=same_layer")
             stderr = bool(getattr(comparison, "stderr", False))
-            cached = cached_values(self.db, tasks, stderr=stderr)
+            cached = cached_values(self.db.stores, tasks, stderr=stderr)
             missing = [t.cache_key for t in tasks if t.cache_key not in cached]
             if not missing:
-                return run_plan(self.db, tasks, stderr=stderr)
+                return run_plan(self.db.stores, tasks, stderr=stderr)
             with self._keys.hold(missing), self._write:
-                result = run_plan(self.db, tasks, stderr=stderr)
+                result = run_plan(self.db.stores, tasks, stderr=stderr)
                 if any(not r["cached"] for r in result.rows):
                     self.computations += 1
                     self.bump()

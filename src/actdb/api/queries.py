@@ -8,12 +8,14 @@ parameters: no user text is ever spliced into the SQL.
 from __future__ import annotations
 
 import re
-from typing import Any
-
-import sqlalchemy as sa
+from typing import TYPE_CHECKING, Any
 
 from actdb.errors import InvalidInput
 from actdb.query.filters import parse_filter_string
+from actdb.store.sql_readonly import view_page
+
+if TYPE_CHECKING:
+    from actdb.database import Database
 
 # filter name -> (filter-syntax key used to parse the value, view column)
 RESULT_FILTERS: dict[str, tuple[str, str]] = {
@@ -92,11 +94,9 @@ def results_where(filters: dict[str, str | None]) -> tuple[str, dict[str, Any]]:
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
-def results_page(db: Any, filters: dict[str, str | None], *, limit: int, offset: int) -> tuple[list[dict[str, Any]], int]:
+def results_page(db: Database, filters: dict[str, str | None], *, limit: int,
+                 offset: int) -> tuple[list[dict[str, Any]], int]:
     """One page of ``dissimilarities`` rows (ordered by result_id) and the total count."""
     where, params = results_where(filters)
-    query = f"SELECT {_COLUMNS} FROM dissimilarities{where} ORDER BY result_id LIMIT :lim OFFSET :off"
-    with db.catalog.connect() as conn:
-        total = int(conn.execute(sa.text(f"SELECT count(*) FROM dissimilarities{where}"), params).scalar_one())
-        rows = [dict(r) for r in conn.execute(sa.text(query), {**params, "lim": limit, "off": offset}).mappings()]
-    return rows, total
+    return view_page(db.store, "dissimilarities", _COLUMNS, where, params, order_by="result_id", limit=limit,
+                     offset=offset)

@@ -68,7 +68,7 @@ def emit(rows: pa.Table | list[dict[str, Any]], fmt: Format = Format.table, outp
     if fmt == Format.csv:
         import pyarrow.csv as pcsv
 
-        from actdb.query.sqllimits import csv_compatible
+        from actdb.query.sql import csv_compatible
 
         table = csv_compatible(table)  # list/map/struct columns as JSON text
         sink = output.open("wb") if output else sys.stdout.buffer

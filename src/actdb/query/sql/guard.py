@@ -18,8 +18,8 @@ cannot be interrupted at the time limit and its memory is not counted by DuckDB'
 ``memory_limit``.
 
 The validator is the first line only: PostgreSQL queries also run READ ONLY as a role
-that can read nothing but the store's views, DuckDB ones on a connection with file and
-network access off (see :mod:`actdb.query.sql`).
+that can read nothing but the store's views (:mod:`actdb.store.sql_postgres`), DuckDB ones
+on a connection with file and network access off (:mod:`actdb.store.sql_duckdb`).
 """
 
 from __future__ import annotations
@@ -160,7 +160,7 @@ def function_name(node: exp.Func) -> str:
     return (node.name if isinstance(node, exp.Anonymous) else node.sql_name()).lower()
 
 
-def _check_node(node: exp.Expression) -> None:
+def _check_node(node: exp.Expr) -> None:
     if isinstance(node, _WRITES):
         raise UnsafeQuery(f"{node.key.upper()} is not allowed in a read-only query")
     if isinstance(node, exp.Func) and not isinstance(node, (exp.Binary, exp.Unary)):  # operators are Funcs too
@@ -196,7 +196,7 @@ def _check_table(node: exp.Table) -> None:
     raise UnsafeQuery(f"table {target.name!r} is not allowed: " + _VIEW_HINT.format(", ".join(sorted(VIEWS))))
 
 
-def _ctes_in_scope(node: exp.Expression) -> set[str]:
+def _ctes_in_scope(node: exp.Expr) -> set[str]:
     """Names of the CTEs a table reference at ``node`` can see: those of every enclosing
     WITH, except that inside a CTE's own body only the earlier CTEs of its WITH are
     visible (all of them under WITH RECURSIVE)."""

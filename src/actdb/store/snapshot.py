@@ -84,7 +84,7 @@ class SnapshotCache:
         if state is None or _size(state) > MAX_BYTES:
             return None
         if settings is None:  # the default limits of a query
-            from actdb.query.sqllimits import DEFAULT_MEMORY_LIMIT, DEFAULT_THREADS
+            from actdb.store.sql_limits import DEFAULT_MEMORY_LIMIT, DEFAULT_THREADS
 
             settings = {"memory_limit": DEFAULT_MEMORY_LIMIT, "threads": DEFAULT_THREADS}
         frozen = tuple(sorted(settings.items()))
