@@ -15,7 +15,6 @@ Gram-route measures use a seeded row sample of each rep. Results are written to 
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections import defaultdict
@@ -39,7 +38,7 @@ from actdb.query.measures import DEFAULT_SAMPLE, DEFAULT_SHARDS, get_measure, pl
 from actdb.query.moments import Moments
 from actdb.query.tasks import RowSpace, Task
 from actdb.query.result_row import CompareRow, compare_row
-from actdb.query.passes import GEMM_BUDGET, moments_pass, shard_edges
+from actdb.query.passes import moments_pass, shard_edges
 from actdb.query.rows import Source, build_sources
 from actdb.store.records import RepRecord
 
@@ -269,7 +268,6 @@ def _run_gram(tasks: list[Task], sources: dict[tuple[str, int], Source], budget:
     """Gram-route tasks on seeded row samples. Kernels/RDMs/neighbour sets are built once
     per rep (per sample and kernel), in groups of reps whose states fit ``budget``."""
     from actdb.query.measures import _prepared as P
-    from actdb.query.measures._gram_route import linear_cka_rows
 
     out: dict[tuple[Any, ...], Value] = {}
     samples: dict[tuple[tuple[str, int], int, int], np.ndarray] = {}
@@ -292,11 +290,9 @@ def _run_gram(tasks: list[Task], sources: dict[tuple[str, int], Source], budget:
         p, size, seed = split(t)
         t0 = time.perf_counter()
         (x, rs), (y, _) = rows_of(t.a, size, seed), rows_of(t.b, size, seed)
-        if spec.route == "moments":
-            value = linear_cka_rows(x, y, debiased=t.measure == "debiased_cka")
-        else:
-            assert spec.from_rows is not None
-            value = spec.from_rows(x, y, **p)
+        if spec.from_rows is None:
+            raise InvalidInput(f"measure {t.measure!r} has no form over rows; it cannot run on the gram route")
+        value = spec.from_rows(x, y, **p)
         out[t.cache_key] = Value(_finite(value, t), sources[t.a.key].n, "gram", time.perf_counter() - t0,
                                  _sample_extra(rs, seed))
     by_kind: dict[tuple[Any, ...], list[Task]] = defaultdict(list)

@@ -8,7 +8,6 @@ cached, what would be read, the route and the estimated flops, from the catalog 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -16,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from actdb.errors import InvalidInput
 from actdb.query.measures import DEFAULT_SAMPLE, get_measure, plan_route
-from actdb.query.tasks import ALIGNS, PAIR_MODES, RowSpace, Task, params_hash, row_space
+from actdb.query.tasks import ALIGNS, PAIR_MODES, RowSpace, Task, row_space
 from actdb.store.records import RepRecord
 
 if TYPE_CHECKING:
