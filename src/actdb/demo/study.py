@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from actdb.demo import corpus
+from actdb.models.solu import register_solu
 
 DOCS = "demo-docs"  # stimuli for the language models and MiniLM
 SHIFTED = "shortcut-shifted"  # the classifiers' shifted test set (cue flipped)
@@ -67,18 +68,6 @@ class Study:
     trained: list[str] = field(default_factory=list)  # what this run trained (empty on a re-run)
 
 
-def ensure_solu() -> None:
-    """Make ``hidden_act="solu"`` constructible in this process (register the activation,
-    and put it where ``transformers`` looks it up: ``ACT2FN`` is a copy of ``ACT2CLS``)."""
-    from transformers import activations
-
-    from actdb.models.solu import register_solu as register_activations
-
-    register_activations()
-    if "solu" not in activations.ACT2FN and "solu" in activations.ACT2CLS:
-        activations.ACT2FN["solu"] = activations.ACT2CLS["solu"]
-
-
 @contextmanager
 def threads(n: int) -> Iterator[None]:
     """Run torch on ``n`` threads inside the block (tiny models train faster on one
@@ -120,7 +109,7 @@ def run_study(db: Any, store: Path, config: Config, log: Callable[[str], None] =
     """Train (or reuse), ingest (idempotent) and compare (cached); returns the rows."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    ensure_solu()
+    register_solu()  # hidden_act="solu" constructible in this process
     from transformers.utils import logging as tlog
 
     tlog.disable_progress_bar()
