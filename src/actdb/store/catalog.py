@@ -13,7 +13,6 @@ import contextlib
 import os
 import re
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,12 +20,11 @@ import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
-from actdb.errors import CorruptStore, InvalidInput, NotAStore, ReadOnly, StoreBusy
+from actdb.errors import CorruptStore, InvalidInput, NotAStore, ReadOnly
+from actdb.store.busy import lock_holder, retry_while_busy
 
-_LOCK_PATTERNS = ("Could not set lock", "Conflicting lock", "database is locked", "lock on file")
 _CORRUPT_PATTERNS = ("not a valid DuckDB database file", "Could not read enough bytes", "Corrupt database file",
                      "database file is corrupt")
-_PID = re.compile(r"PID (\d+)")
 
 
 # A PostgreSQL schema name actdb accepts: a plain (unquoted, lowercase) identifier, so that
@@ -137,101 +135,8 @@ def make_engine(url: str, *, read_only: bool) -> sa.Engine:
     return engine
 
 
-def is_lock_error(exc: BaseException) -> bool:
-    text = str(exc)
-    return any(p in text for p in _LOCK_PATTERNS)
-
-
-def busy_error(exc: BaseException, where: str, *, holder: str = "writer") -> StoreBusy:
-    """StoreBusy naming the process that holds the DuckDB file: a ``writer``, or a
-    ``reader`` (a query; readers keep a writer out while they run)."""
-    match = _PID.search(str(exc))
-    if holder == "reader":
-        pid = f"reader pid {match.group(1)}" if match else "a reader"
-        return StoreBusy(
-            f"store {where} is busy ({pid} has its DuckDB catalog open for reading, e.g. a long query; while "
-            "any process reads, none may write). Retry when it finishes (queries stop at their time limit, "
-            "60 s by default), talk to the store through `actdb serve`, or use a PostgreSQL catalog.")
-    pid = f"writer pid {match.group(1)}" if match else "another process"
-    return StoreBusy(
-        f"store {where} is busy ({pid} holds its DuckDB catalog for writing). DuckDB allows "
-        "one writing process at a time: retry when it finishes, talk to it through "
-        "`actdb serve`, or use a PostgreSQL catalog for many writers."
-    )
-
-
 _WRITE_LOCKS: dict[str, Any] = {}  # DuckDB file -> this process's write lock
 _WRITE_LOCKS_GUARD = threading.Lock()
-
-WRITER_INTENT_TTL = 30.0  # seconds after which a waiting writer's note is ignored (it died)
-
-
-def announce_writer(path: str | None) -> bool:
-    """Leave a note that this process waits to write (True when the note is ours)."""
-    if path is None:
-        return False
-    try:
-        with open(path, "x") as fh:
-            fh.write(str(os.getpid()))
-        return True
-    except OSError:  # another writer waits already (or the folder is read-only)
-        return False
-
-
-def withdraw_writer(path: str | None) -> None:
-    if path is None:
-        return
-    with contextlib.suppress(OSError):
-        with open(path) as fh:
-            mine = fh.read().strip() == str(os.getpid())
-        if mine:
-            os.remove(path)
-
-
-def yield_to_writer(path: str | None, deadline: float) -> None:
-    """A reader about to open a DuckDB catalog waits while a live writer waits for it
-    (readers' shared locks could otherwise keep a writer out indefinitely)."""
-    if path is None:
-        return
-    delay = 0.005
-    while time.monotonic() < deadline:
-        try:
-            age = time.time() - os.stat(path).st_mtime
-            with open(path) as fh:
-                pid = int(fh.read().strip() or 0)
-        except (OSError, ValueError):
-            return
-        if age > WRITER_INTENT_TTL or pid == os.getpid() or not _alive(pid):
-            return
-        time.sleep(delay)
-        delay = min(delay * 2, 0.1)
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def lock_holder(database: str | None) -> str:
-    """Who holds a DuckDB file a writer could not lock: ``"reader"`` when it opens read-only
-    right now (readers share the file), else ``"writer"``."""
-    import duckdb
-
-    if not database or database == ":memory:":
-        return "writer"
-    try:
-        duckdb.connect(database, read_only=True).close()
-    except duckdb.Error:
-        return "writer"
-    return "reader"
-
 
 def is_corrupt_error(exc: BaseException) -> bool:
     text = str(exc)
@@ -344,33 +249,17 @@ class Catalog:
             return _WRITE_LOCKS.setdefault(key, threading.RLock())
 
     def _open(self) -> sa.Connection:
-        deadline = time.monotonic() + self.busy_timeout
-        delay = 0.01
-        announced = False
+        def holder() -> str:
+            return "writer" if self.read_only or self.dialect != "duckdb" else \
+                lock_holder(sa.engine.make_url(self.url).database)
+
         try:
-            while True:
-                if self.read_only:
-                    yield_to_writer(self.intent_file, deadline)
-                try:
-                    conn = self.engine.connect()
-                    break
-                except sa.exc.DBAPIError as exc:
-                    if not is_lock_error(exc):
-                        if self.dialect == "duckdb" and is_corrupt_error(exc):
-                            raise corrupt_error(exc, self.where) from None
-                        raise
-                    if not self.read_only and not announced:
-                        announced = announce_writer(self.intent_file)
-                    if time.monotonic() > deadline:
-                        holder = "writer" if self.read_only or self.dialect != "duckdb" else \
-                            lock_holder(sa.engine.make_url(self.url).database)
-                        raise busy_error(exc, self.where, holder=holder) from None
-                    time.sleep(delay)
-                    delay = min(delay * 2, 0.5)
-        finally:
-            if announced:
-                withdraw_writer(self.intent_file)
-        return conn
+            return retry_while_busy(self.engine.connect, timeout=self.busy_timeout, where=self.where,
+                                    intent_file=self.intent_file, write=not self.read_only, holder=holder)
+        except sa.exc.DBAPIError as exc:
+            if self.dialect == "duckdb" and is_corrupt_error(exc):
+                raise corrupt_error(exc, self.where) from None
+            raise
 
     @property
     def intent_file(self) -> str | None:
