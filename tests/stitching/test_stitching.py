@@ -3,6 +3,7 @@ real all-MiniLM-L6-v2 (output agreement, since it ships without a head)."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -18,8 +19,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 @pytest.fixture(scope="module")
 def history(tmp_path_factory):
     """A tiny GPT-NeoX trained 0 -> 40 -> 160 -> 200 steps, ingested (float32, token-level)."""
-    from actdb.ingest.texts import docstring_texts
     from actdb.demo.training import pythia_config, train_causal_lm, train_tokenizer
+    from actdb.ingest.texts import docstring_texts
 
     root = tmp_path_factory.mktemp("stitch")
     texts = docstring_texts(400, seed=3)
@@ -68,8 +69,7 @@ def test_stitching_is_cached_and_directional(history):
     assert values(db, a, b)[0]["cached"]
 
 
-def test_stitching_refuses_what_it_cannot_do(history):
-    db = history
+def test_stitching_refuses_what_it_cannot_do():
     with pytest.raises(InvalidInput, match="needs stored reps"):
         from actdb.query.measures import get_measure
 
@@ -92,3 +92,18 @@ def test_stitching_on_minilm_uses_output_agreement(tmp_path):
     assert far["value"] > same["value"]
     extra = db.sql("SELECT extra FROM results WHERE measure = 'stitching'").column("extra").to_pylist()
     assert all("mean_cosine" in e and "output MSE" in e for e in extra)
+
+
+def test_refinement_lowers_the_held_out_penalty_and_is_reported(history):
+    db = history
+    a, b = db.reps(checkpoint="checkpoint-0", layer=1), db.reps(checkpoint="checkpoint-200", layer=1)
+    fitted = values(db, a, b)[0]
+    refined = values(db, a, b, train_steps=40, lr=1e-2)[0]
+    assert not refined["cached"]  # other parameters, another value
+    assert json.loads(refined["params"])["train_steps"] == 40 and json.loads(refined["params"])["lr"] == 1e-2
+    # the map refined on B's next-token loss over the fit examples does better on the held-out ones
+    assert refined["value"] < fitted["value"] - 0.05, (fitted["value"], refined["value"])
+    extra = db.sql("SELECT params, extra FROM dissimilarities WHERE measure = 'stitching'").to_pylist()
+    stored = [json.loads(r["extra"]) for r in extra if json.loads(r["params"]).get("train_steps") == 40]
+    assert stored and stored[0]["map"]["train_steps"] == 40
+    assert stored[0]["stitched_loss"] - stored[0]["own_loss"] == pytest.approx(refined["value"])

@@ -13,15 +13,16 @@ import pytest
 
 import actdb
 from actdb.errors import InvalidInput
-from actdb.query.selection import Rep
 from actdb.query.stitching import task_params
+from actdb.store.records import RepRecord
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def _rep(architecture: str | None) -> Rep:
-    return Rep(1, "b", None, architecture, 8, 2, "final", 1, "d", "h", 4, "hidden.1", 1, "token", 10, 8, "float32",
-               1, "tok", 0, "t", "c", "p", 10, 10)
+def _rep(architecture: str | None) -> RepRecord:
+    return RepRecord(id=1, model="b", checkpoint="final", step=1, dataset="d", dataset_hash="h", site="hidden.1",
+                     layer=1, pooling="token", n_rows=10, dim=8, dtype="float32", status="complete", path="p",
+                     chunk_rows=10, shard_rows=10, architecture=architecture, tokenization_id=1, tokens_hash="t")
 
 
 @pytest.mark.parametrize(("architecture", "objective", "dropped"), [
@@ -39,9 +40,9 @@ def test_objective_resolved_and_unused_parameters_left_out(architecture, objecti
 
 
 def test_parameters_that_do_not_apply_are_refused():
-    with pytest.raises(InvalidInput, match="mask_rate=0.3 does not apply.*objective output_mse"):
+    with pytest.raises(InvalidInput, match=r"mask_rate=0\.3 does not apply.*objective output_mse"):
         task_params({"mask_rate": 0.3}, _rep("BertModel"))
-    with pytest.raises(InvalidInput, match="lr=0.1 does not apply.*train_steps > 0"):
+    with pytest.raises(InvalidInput, match=r"lr=0\.1 does not apply.*train_steps > 0"):
         task_params({"lr": 0.1}, _rep("GPTNeoXForCausalLM"))
     with pytest.raises(InvalidInput, match="objective 'mse' is not one of auto, next_token"):
         task_params({"objective": "mse"}, _rep("BertModel"))
@@ -67,7 +68,7 @@ def test_minilm_stitching_reports_output_mse_and_the_ridge_used(tmp_path):
     extra = json.loads(stored["extra"])
     assert extra["objective"] == "output_mse" and extra["map"]["ridge"] == 1e-4
     assert extra["map"]["ridge_absolute"] > 1e-4  # the relative ridge scaled by A's mean eigenvalue
-    with pytest.raises(InvalidInput, match="needs minilm/.*causal head.*'output_mse'"):
+    with pytest.raises(InvalidInput, match=r"needs minilm/.*causal head.*'output_mse'"):
         db.reps(site="hidden.2").compare(db.reps(site="hidden.4"), measure="stitching",
                                          objective="next_token").compute()
     db.close()
