@@ -8,13 +8,10 @@ import os
 
 import numpy as np
 import pytest
+from measures_data import activations
 
 from actdb.errors import NonFinite
-from actdb.query import _blas
-from actdb.query import moments as mm
-from actdb.query.moments import Moments
-
-from measures_data import activations
+from actdb.query.moments import Moments, blas, kernel
 
 WHEEL_OPENBLAS = glob.glob(os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs", "*openblas64*"))
 
@@ -22,20 +19,20 @@ WHEEL_OPENBLAS = glob.glob(os.path.join(os.path.dirname(np.__file__), os.pardir,
 def test_numpys_openblas_syrk_is_found_where_the_wheel_ships_it() -> None:
     if not WHEEL_OPENBLAS:
         pytest.skip("this numpy build has no bundled OpenBLAS (the fused path is then off)")
-    assert _blas.syrk_available()
+    assert blas.syrk_available()
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", [(1, 1), (7, 300), (1025, 33)])
 def test_syrk_accumulate_adds_the_upper_triangle_and_leaves_the_lower(dtype: type, shape: tuple[int, int]) -> None:
-    if not _blas.syrk_available():
+    if not blas.syrk_available():
         pytest.skip("no SYRK binding here")
     rng = np.random.default_rng(shape[0])
     a, b = (rng.standard_normal(shape).astype(dtype) for _ in range(2))
     acc = rng.standard_normal((shape[1], shape[1])).astype(dtype)
     start = acc.copy()
-    _blas.syrk_accumulate(a, acc)
-    _blas.syrk_accumulate(b, acc)
+    blas.syrk_accumulate(a, acc)
+    blas.syrk_accumulate(b, acc)
     want = start.astype(np.float64) + a.T.astype(np.float64) @ a + b.T.astype(np.float64) @ b
     tol = 1e-4 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(np.triu(acc), np.triu(want), rtol=tol, atol=tol * np.abs(want).max())
@@ -43,7 +40,7 @@ def test_syrk_accumulate_adds_the_upper_triangle_and_leaves_the_lower(dtype: typ
 
 
 def test_syrk_accumulate_refuses_arrays_it_cannot_pass_to_blas() -> None:
-    if not _blas.syrk_available():
+    if not blas.syrk_available():
         pytest.skip("no SYRK binding here")
     a = np.ones((5, 3), dtype=np.float32)
     for bad_a, bad_acc in ((a, np.zeros((3, 3))),                         # mixed dtypes
@@ -53,14 +50,14 @@ def test_syrk_accumulate_refuses_arrays_it_cannot_pass_to_blas() -> None:
         if bad_acc.shape == (3, 3) and bad_acc.dtype == np.float32:
             continue
         with pytest.raises(ValueError, match="C-contiguous"):
-            _blas.syrk_accumulate(bad_a, bad_acc)
+            blas.syrk_accumulate(bad_a, bad_acc)
 
 
 @pytest.mark.parametrize("d", [1, 255, 256, 600])
 def test_mirror_upper_copies_the_upper_triangle_down(d: int) -> None:
     a = np.random.default_rng(d).standard_normal((d, d)).astype(np.float32)
     want = np.triu(a) + np.triu(a, 1).T
-    mm._mirror_upper(a)
+    kernel.mirror_upper(a)
     assert np.array_equal(a, want)
 
 
@@ -68,7 +65,7 @@ def test_mirror_upper_copies_the_upper_triangle_down(d: int) -> None:
 def test_fused_update_equals_the_unfused_one(monkeypatch: pytest.MonkeyPatch, precision: str) -> None:
     """Row counts that are not multiples of ROW_BLOCK, several sub-chunks (small budget),
     a pairs mask, row norms and heavy columns: both paths give the same statistics."""
-    if not _blas.syrk_available():
+    if not blas.syrk_available():
         pytest.skip("no SYRK binding here")
     reps = [activations(2600, d, s) for d, s in ((150, 1), (120, 2), (40, 3))]
     budget = 4 * (2 * 4 * 310 * 1500)  # sub-chunks of ~1,500 rows; one panel holds all reps
@@ -79,9 +76,9 @@ def test_fused_update_equals_the_unfused_one(monkeypatch: pytest.MonkeyPatch, pr
             m.update([r[a:a + 1300] for r in reps])
         return m
 
-    assert len(Moments.empty([150, 120, 40], budget_bytes=budget)._panels(np.float32)) == 1
+    assert len(kernel.panels(Moments.empty([150, 120, 40]).offsets, budget, np.dtype(np.float32))) == 1
     fused = build()
-    monkeypatch.setattr(mm, "syrk_available", lambda: False)
+    monkeypatch.setattr(kernel, "syrk_available", lambda: False)
     plain = build()
     assert fused.blocks.keys() == plain.blocks.keys() and fused.n == plain.n == 2600
     for k in fused.blocks:

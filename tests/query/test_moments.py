@@ -4,17 +4,17 @@ serialisation, chunking, precision and input errors."""
 from __future__ import annotations
 
 import io
+import itertools
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from measures_data import activations, related_pair
 
 from actdb.errors import InvalidInput, NonFinite
 from actdb.query.measures import _moment_route as mr
-from actdb.query.moments import Moments, as_matrix, shard_moments
-
-from measures_data import activations, related_pair
+from actdb.query.moments import Moments, as_matrix, kernel, shard_moments
 
 
 def direct_pair(x: np.ndarray, y: np.ndarray) -> dict[str, object]:
@@ -99,7 +99,7 @@ def test_any_chunking_equals_in_memory(cuts: list[int], budget_rows: int, seed: 
     x, y = related_pair(120, 6, 4, seed)
     edges = [0, *sorted(cuts), 120]
     streamed = Moments.from_chunks(
-        ([x[a:b], y[a:b]] for a, b in zip(edges[:-1], edges[1:], strict=True)), [6, 4],
+        ([x[a:b], y[a:b]] for a, b in itertools.pairwise(edges)), [6, 4],
         budget_bytes=budget_rows * 8 * 10,
     )
     whole = Moments.empty([6, 4]).update([x, y])
@@ -173,7 +173,7 @@ def test_mixed_tiled_panels_and_heavy_columns_stay_within_1e8() -> None:
     exact = Moments.empty(dims).update(reps)
     # a small budget forces several row sub-chunks and several product panels
     small = Moments.empty(dims, precision="mixed", budget_bytes=2 * 4 * 480 * 200)
-    assert len(small._panels(np.float32)) > 1
+    assert len(kernel.panels(small.offsets, small.budget_bytes, np.dtype(np.float32))) > 1
     small.update(reps)
     whole = Moments.empty(dims, precision="mixed").update(reps)
     assert not np.array_equal(whole.pair(0, 1).sxy, exact.pair(0, 1).sxy)  # float32 really used
@@ -331,11 +331,9 @@ def test_without_row_norms_every_other_measure_is_unchanged_and_debiased_cka_ref
 
 @pytest.mark.parametrize("d", [1, 255, 256, 600])
 def test_tiled_symmetrisation_equals_the_whole_matrix_average(d: int) -> None:
-    from actdb.query.moments import _symmetrise
-
     a = np.random.default_rng(d).standard_normal((d, d))
     expect = (a + a.T) * 0.5
-    _symmetrise(a)  # tile pairs, partial tiles at the edge
+    kernel.symmetrise(a)  # tile pairs, partial tiles at the edge
     assert np.array_equal(a, expect) and np.array_equal(a, a.T)
 
 

@@ -71,7 +71,7 @@ def test_the_catalog_holds_keys_and_the_numbers_sit_beside_the_arrays(store: act
 def test_a_missing_group_is_a_cache_miss_with_the_same_value(store: actdb.Database) -> None:
     db = store
     first = _values(db)
-    (row_id, rep_id, _), *_ = _rows(db)
+    (row_id, _, _), *_ = _rows(db)
     shutil.rmtree(_group(db, row_id))
     with db.catalog.connect(write=True) as conn:
         conn.execute(S.result.delete())

@@ -2,17 +2,21 @@
 
 The catalog row (``rep_moments``) holds only the key and metadata; the numbers live in the
 store's Zarr root at ``moments/NNNNNNNNN`` (:func:`~actdb.store.arrays.moments_path`, from the
-row's id only, never from a user-supplied name). Each array of a group is one uncompressed
-chunk (float64 statistics hardly compress); 0-d values (counts, versions, names) are group
-attributes. The attribute ``actdb_moments`` is written last and records every array's shape,
-dtype and CRC-32: a group without it (a crash mid-write), or whose arrays disagree with it,
-is damaged and reads as missing, so a cache reader recomputes instead of returning a wrong
-value. Writers write the files first and insert the catalog row after, so a row never points
-at files that were never written; deleting is the reverse (row, then files).
+row's id only, never from a user-supplied name). A group holds the named arrays it is given,
+as given: the query layer hands it moments in their one serialised form
+(:mod:`actdb.query.moments.serialise`; the store reads no key of it). Each array of a group
+is one uncompressed chunk (float64 statistics hardly compress); 0-d values (counts,
+versions, names) are group attributes. The attribute ``actdb_moments`` is written last and
+records every array's shape, dtype and CRC-32: a group without it (a crash mid-write), or
+whose arrays disagree with it, is damaged and reads as missing, so a cache reader
+recomputes instead of returning a wrong value. Writers write the files first and insert the
+catalog row after, so a row never points at files that were never written; deleting is the
+reverse (row, then files).
 """
 
 from __future__ import annotations
 
+import contextlib
 import zlib
 from collections.abc import Iterable
 from pathlib import Path
@@ -79,7 +83,7 @@ def read_moments(root: zarr.storage.StoreLike, row_id: int) -> dict[str, np.ndar
                 return None
             out[name] = a
         return out
-    except Exception:  # noqa: BLE001 - any unreadable group is a cache miss, never a crash
+    except Exception:  # any unreadable group is a cache miss, never a crash
         return None
 
 
@@ -89,7 +93,7 @@ def moments_exist(root: zarr.storage.StoreLike, row_id: int) -> bool:
     try:
         group = zarr.open_group(store=root, path=A.moments_path(row_id), mode="r", zarr_format=3)
         return isinstance(group.attrs.get(MARK), dict)
-    except Exception:  # noqa: BLE001 - missing or unreadable: not there
+    except Exception:  # missing or unreadable: not there
         return False
 
 
@@ -163,10 +167,8 @@ def drop_rows(conn: sa.Connection, root: zarr.storage.StoreLike, where: Any | No
     transaction roll back, the rows left point at missing groups, which read as cache misses."""
     ids, nbytes = delete_rows(conn, where)
     for row_id in ids:
-        try:
+        with contextlib.suppress(Exception):  # an orphan group is harmless; verify --repair removes it
             delete_moments(root, row_id)
-        except Exception:  # noqa: BLE001 - an orphan group is harmless; verify --repair removes it
-            pass
     return len(ids), nbytes
 
 

@@ -5,7 +5,8 @@ numpy's matrix products overwrite their output; none accumulates into it. SciPy'
 (~0.1 s after each call) and then slow the numpy BLAS calls that follow. So this binds the
 ``cblas_?syrk`` of the OpenBLAS inside numpy's wheel (``scipy_cblas_ssyrk64_`` and
 ``…dsyrk64_``: 64-bit integers). Where it cannot be found or fails a self-check (other numpy
-builds, other platforms) :func:`syrk_available` is False and callers use plain products.
+builds, other platforms) :func:`syrk_available` is False and callers use plain products
+(:mod:`actdb.query.moments.kernel`, the one caller, then multiplies a sub-chunk at a time).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from typing import Any
 import numpy as np
 
 _ROW_MAJOR, _UPPER, _TRANS = 101, 121, 112
-_NAMES = {np.dtype(np.float32): "scipy_cblas_ssyrk64_", np.dtype(np.float64): "scipy_cblas_dsyrk64_"}
+_NAMES: dict[np.dtype[Any], str] = {np.dtype(np.float32): "scipy_cblas_ssyrk64_",
+                                    np.dtype(np.float64): "scipy_cblas_dsyrk64_"}
 
 
 @functools.cache
@@ -30,7 +32,7 @@ def _functions() -> dict[np.dtype, Any] | None:
     for path in paths:
         try:
             lib = ctypes.CDLL(path)  # the library numpy already loaded: same handle, same threads
-            found = {dtype: getattr(lib, name) for dtype, name in _NAMES.items()}
+            found: dict[np.dtype[Any], Any] = {dtype: getattr(lib, name) for dtype, name in _NAMES.items()}
         except (OSError, AttributeError):
             continue
         for dtype, fn in found.items():
@@ -47,10 +49,10 @@ def _functions() -> dict[np.dtype, Any] | None:
 def _self_check(found: dict[np.dtype, Any]) -> bool:
     """The binding gives numpy's own product on a small case (else it is not used)."""
     rng = np.random.default_rng(0)
-    for dtype in found:
+    for dtype, fn in found.items():
         a = rng.standard_normal((37, 11)).astype(dtype)
         acc = np.ones((11, 11), dtype=dtype)
-        _call(found[dtype], a, acc)
+        _call(fn, a, acc)
         want = np.triu(a.T.astype(np.float64) @ a.astype(np.float64) + 1.0)
         lower_kept = np.array_equal(np.tril(acc, -1), np.tril(np.ones_like(acc), -1))
         if not (lower_kept and np.allclose(np.triu(acc), want, rtol=1e-5, atol=1e-5)):
