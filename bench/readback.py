@@ -13,7 +13,10 @@ machine is shared and noisy); each figure is the median of the rounds.
   float16 blocks, float32 tensors (what a probe or an SAE trains on) vs the blocks cast to float32
   (on this CPU the float16 -> float32 cast costs about as much as decoding); naive zarr is
   ``zarr.open_array`` then ``z.oindex[sorted random rows]`` per batch (a few batches, scaled);
-  the ``datasets`` row needs the package in the environment and says so when it is missing.
+  the ``datasets`` row needs the package in the environment and says so when it is missing;
+- ``to_xarray()``: a store of 2 checkpoints x 4 layers stacked as one lazy DataArray;
+  ``.sel(layer=3).values`` reads only layer 3's chunks (counted: chunks decoded on build, on
+  the slice, and layer 3's chunk count; target: nothing on build, exactly layer 3's chunks).
 
     python bench/readback.py            # a 256 MiB rep (float16, d=768), as in the README
     python bench/readback.py --tiny     # every code path once, in seconds (CI)
@@ -38,9 +41,8 @@ import zarr
 # bench/ must not shadow the standard library (bench/http.py vs `import http`)
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.append(str(Path(__file__).parent))
-from _common import activation_like, interleaved_rounds, markdown_table  # noqa: E402
-
 import actdb  # noqa: E402
+from _common import activation_like, interleaved_rounds, markdown_table  # noqa: E402
 
 BATCH = 1024
 
@@ -169,12 +171,52 @@ def loader_table(db: actdb.Database, x: np.ndarray, workdir: str, repeat: int, n
     seq = rows["sequential32"]
     if hf is not None:
         table.append({"loader": "🤗 datasets Arrow table, torch format", "rows/s (median)": rows["hf"],
-                      "vs sequential": rows["hf"] / seq, "shuffled float32 loader vs this": rows["shuffled"] / rows["hf"],
+                      "vs sequential": rows["hf"] / seq,
+                      "shuffled float32 loader vs this": rows["shuffled"] / rows["hf"],
                       "target": None, "note": hf_note})
     else:
         table.append({"loader": "🤗 datasets Arrow table, torch format", "rows/s (median)": None,
                       "vs sequential": None, "shuffled float32 loader vs this": None, "target": None, "note": hf_note})
     return table
+
+
+def xarray_slice(workdir: str, n: int, d: int) -> list[dict]:
+    """Chunks read by ``db.reps(...).to_xarray()`` (build) and ``.sel(layer=3).values`` (slice)."""
+    from actdb.store import arrays as A
+
+    db = actdb.open(str(Path(workdir) / "xr"))
+    db.add_dataset("texts", [f"text {i}" for i in range(n)])
+    with db.session():
+        for step in (1, 2):
+            db.add_checkpoint("m", f"step{step}", step=step)
+            for layer in range(4):
+                db.write_rep("m", f"step{step}", "texts", f"hidden.{layer}", activation_like(n, d), pooling="mean")
+    counts: dict[str, int] = {}
+    original = A.RepArray.read_stored
+
+    def counting(self: A.RepArray, start: int, stop: int) -> np.ndarray:
+        start, stop = max(0, start), min(stop, self.shape[0])
+        if stop > start:
+            counts[self.path] = counts.get(self.path, 0) + (stop - 1) // self.chunk_rows - start // self.chunk_rows + 1
+        return original(self, start, stop)
+
+    A.RepArray.read_stored = counting  # type: ignore[method-assign]
+    try:
+        x = db.reps(model="m").to_xarray()
+        built = sum(counts.values())
+        x.sel(layer=3).values  # noqa: B018
+    finally:
+        A.RepArray.read_stored = original  # type: ignore[method-assign]
+    layer3 = [r for r in db.reps(model="m") if r.layer == 3]
+    expected = sum(-(-r.n_rows // r.chunk_rows) for r in layer3)
+    total = sum(-(-r.n_rows // r.chunk_rows) for r in db.reps(model="m"))
+    read_paths = set(counts)
+    db.close()
+    return [{"to_xarray": f"db.reps(model='m').to_xarray() {tuple(x.dims)} {tuple(x.shape)}",
+             "chunks read on build": built, "chunks read by .sel(layer=3).values": sum(counts.values()),
+             "layer 3's chunks": expected, "chunks in the selection": total,
+             "only layer 3's reps read": read_paths == {r.path for r in layer3},
+             "target": "0 on build; exactly layer 3's chunks"}]
 
 
 def main() -> None:
@@ -193,6 +235,8 @@ def main() -> None:
         print(markdown_table(whole_rep(db, repeat)))
         print(f"\n## Row batches of {BATCH} for a probe or an SAE (one epoch)\n")
         print(markdown_table(loader_table(db, x, workdir, repeat, naive_batches=2 if args.tiny else 8)))
+        print("\n## Many reps as one lazy DataArray: what a slice reads (counted)\n")
+        print(markdown_table(xarray_slice(workdir, 16384, 128 if args.tiny else d)))
         db.close()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

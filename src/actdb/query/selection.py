@@ -16,9 +16,9 @@ from actdb.query.filters import Match, parse_filters
 from actdb.store.records import RepRecord
 
 if TYPE_CHECKING:
-    from actdb.query.storage import Storage
     from actdb.query.handle import RepHandle
     from actdb.query.plan import Comparison
+    from actdb.query.storage import Storage
 
 def list_reps(storage: Storage, store: str = "local") -> list[RepRecord]:
     """Every complete rep of one store (the local one or an attached one), catalog only."""
@@ -89,6 +89,31 @@ class Selection:
     def __repr__(self) -> str:
         shown = ", ".join(m.describe() for m in self.matches) or "all reps"
         return f"Selection({shown})"
+
+    def _repr_html_(self) -> str:
+        from actdb.query.html import selection_html
+
+        return selection_html(self)
+
+    def to_xarray(self) -> Any:
+        """These reps as one lazy ``xarray.DataArray``, dims ``(model?, step?, site?, layer?, row, feature)``.
+
+        A stacking dim for each field that varies: ``model``; ``step`` (``checkpoint`` when a
+        step is unknown; checkpoint names as a coordinate on ``step``); ``site`` when several
+        kinds of site (``attn.*``, ``hidden.*``) and ``layer`` when several layers (when a layer is
+        unknown: ``site`` by name); fields that do not vary are scalar coordinates. ``row``
+        carries ``example`` (and ``position`` for token-level reps); attrs: dataset, pooling,
+        dtype. Dask-backed: nothing is read until values are computed, and a slice
+        (``.sel(layer=3).values``) reads only its chunks.
+
+        The reps must share one row space (dataset, pooling, token table, row count) and fill a
+        full grid, else :class:`InvalidInput` says what to filter. Several widths give an
+        ``xarray.Dataset`` instead: one variable per width (named by model when each width is one
+        model, else ``width_D``), its feature dim ``feature_D``. Needs ``pip install 'actdb[xarray]'``.
+        """
+        from actdb.query.xarray_view import to_xarray
+
+        return to_xarray(self.storage, self.resolve())
 
     def dataloader(self, batch_size: int, *, shuffle: bool = True, seed: int = 0, label: str | None = None,
                    columns: Any = None, buffer_rows: int = 1 << 14, num_workers: int = 0, drop_last: bool = False,

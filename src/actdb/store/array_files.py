@@ -2,6 +2,12 @@
 arrays URL, creating, opening, listing and deleting arrays, sealing them and checking their
 metadata against the catalog.
 
+Every rep array is self-describing for plain zarr and xarray: Zarr v3 ``dimension_names``
+``("row", "feature")`` (set when it is created) and the rep's names as attributes
+(``model``, ``checkpoint``, ``step``, ``site``, ``layer``, ``dataset``, ``pooling``,
+``tokenizer``; written when it is sealed, :func:`rep_attributes`); ``actdb verify --repair``
+adds both to arrays written before (:func:`describe_array`).
+
 Paths come from catalog ids (:func:`rep_path`, :func:`moments_path`), never from user-supplied
 names; a catalog ``path`` column is only checked against them (:func:`checked_path`).
 """
@@ -19,9 +25,12 @@ import zarr.storage
 from actdb.errors import CorruptStore, InvalidInput
 from actdb.store.checksums import CRC_ATTR, REP_ATTR
 from actdb.store.codecs import CODECS, NUMPY_STORAGE, StoredDtype, codec_chain, codec_name
+from actdb.store.records import RepRecord
 
 REP_PATH = re.compile(r"reps/[0-9]{9}")
 MOMENTS_PATH = re.compile(r"moments/[0-9]{9}")
+DIMENSION_NAMES = ("row", "feature")
+DESCRIPTIVE_ATTRS = ("model", "checkpoint", "step", "site", "layer", "dataset", "pooling", "tokenizer")
 
 
 def rep_path(rep_id: int) -> str:
@@ -116,17 +125,53 @@ def create_array(root: zarr.storage.StoreLike, rep_id: int, *, n_rows: int, dim:
         root, name=rep_path(rep_id), shape=(n_rows, dim), dtype=NUMPY_STORAGE[dtype],
         chunks=(chunk_rows, dim), shards=(shard_rows, dim), compressors=codec_chain(codec),
         fill_value=0, overwrite=True, attributes={"actdb_dtype": dtype, REP_ATTR: int(rep_id)},
+        dimension_names=DIMENSION_NAMES,
     )
     return arr
 
 
-def seal(array: zarr.Array[Any], chunk_checksums: list[int], *, underflow: int | None = None) -> None:
-    """Record the per-chunk checksums of a fully written array (see :mod:`actdb.store.checksums`)
-    and, when known, how many non-zero values were stored as zero (``actdb_n_underflow``)."""
-    attrs: dict[str, Any] = {CRC_ATTR: [int(v) for v in chunk_checksums]}
+def rep_attributes(rep: RepRecord) -> dict[str, Any]:
+    """The descriptive attributes of a rep's array (its names, so that plain zarr/xarray users
+    know what they opened); ``step``, ``layer`` and ``tokenizer`` only when known."""
+    values = {"model": rep.model, "checkpoint": rep.checkpoint, "step": rep.step, "site": rep.site,
+              "layer": rep.layer, "dataset": rep.dataset, "pooling": rep.pooling, "tokenizer": rep.tokenizer}
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def seal(array: zarr.Array[Any], chunk_checksums: list[int], *, underflow: int | None = None,
+         describe: dict[str, Any] | None = None) -> None:
+    """Record the per-chunk checksums of a fully written array (see :mod:`actdb.store.checksums`),
+    when known how many non-zero values were stored as zero (``actdb_n_underflow``) and the
+    rep's descriptive attributes (``describe``, from :func:`rep_attributes`)."""
+    attrs: dict[str, Any] = dict(describe or {})
+    attrs[CRC_ATTR] = [int(v) for v in chunk_checksums]
     if underflow is not None:
         attrs["actdb_n_underflow"] = int(underflow)
     array.attrs.update(attrs)
+
+
+def undescribed(array: zarr.Array[Any], describe: dict[str, Any]) -> bool:
+    """Whether an array lacks its ``dimension_names`` or any of the attributes in ``describe``."""
+    names = getattr(array.metadata, "dimension_names", None)
+    return names is None or any(k not in array.attrs for k in describe)
+
+
+def describe_array(array: zarr.Array[Any], describe: dict[str, Any]) -> None:
+    """Add ``dimension_names`` ``("row", "feature")`` and the attributes ``describe`` to an existing
+    array (written by an older actdb): its ``zarr.json`` is rewritten through zarr's metadata
+    API (``ArrayV3Metadata`` replaced, then saved), data untouched. Attributes already present
+    are kept."""
+    import dataclasses
+
+    from zarr.core.metadata import ArrayV3Metadata
+    from zarr.core.metadata.io import save_metadata
+    from zarr.core.sync import sync
+
+    if not isinstance(array.metadata, ArrayV3Metadata):
+        raise CorruptStore(f"array {array.path!r} is not a Zarr v3 array; actdb writes only v3")
+    attrs = {**describe, **dict(array.attrs)}
+    meta = dataclasses.replace(array.metadata, dimension_names=DIMENSION_NAMES, attributes=attrs)
+    sync(save_metadata(array.store_path, meta))
 
 
 def check_metadata(array: zarr.Array[Any], *, rep_id: int, n_rows: int, dim: int, dtype: str, chunk_rows: int,
@@ -152,6 +197,9 @@ def check_metadata(array: zarr.Array[Any], *, rep_id: int, n_rows: int, dim: int
     owner = array.attrs.get(REP_ATTR)
     if owner is not None and owner != rep_id:
         found.append(f"the array belongs to rep {owner!r}")
+    names = getattr(array.metadata, "dimension_names", None)  # absent on arrays of older stores: fine
+    if names is not None and tuple(names) != DIMENSION_NAMES:
+        found.append(f"dimension_names {tuple(names)} != {DIMENSION_NAMES}")
     if found:
         raise CorruptStore(f"{where}: its array's metadata does not match the catalog ({'; '.join(found)}): "
                            "zarr.json was edited or replaced. Run `actdb verify --repair` to quarantine the rep")

@@ -14,6 +14,7 @@ import zarr.storage
 from actdb.errors import DtypeOverflow, InvalidInput, UnderflowWarning
 from actdb.store import arrays as A
 from actdb.store import schema as S
+from actdb.store.array_files import rep_attributes
 from actdb.store.catalog import Catalog
 from actdb.store.checksums import ChunkChecksums
 from actdb.store.clock import now
@@ -38,8 +39,8 @@ class RepWriter:
 
     def __init__(self, catalog: Catalog, root: zarr.storage.StoreLike, record: Callable[[int], RepRecord],
                  rep_id: int, *, n_rows: int, dim: int, dtype: str, site: str, chunk_rows: int, shard_rows: int,
-                 array: Any, start_row: int, stats: A.RowStats, allow_nonfinite: bool, replaces: int | None, checksums: ChunkChecksums | None = None,
-                 underflow: int = 0):
+                 array: Any, start_row: int, stats: A.RowStats, allow_nonfinite: bool, replaces: int | None,
+                 checksums: ChunkChecksums | None = None, underflow: int = 0):
         self._catalog, self._root, self._record = catalog, root, record
         self.rep_id = rep_id
         self.n_rows, self.dim, self.dtype, self.site = n_rows, dim, dtype, site
@@ -109,11 +110,12 @@ class RepWriter:
             self._flush()
         if self.rows_written != self.n_rows:
             raise InvalidInput(f"rep {self.rep_id} (site {self.site!r}) got {self.rows_written} of {self.n_rows} rows")
-        A.seal(self._array, self._checksums.values, underflow=self.underflow)
+        named = self.info if self.info is not None else self._record(self.rep_id)
+        A.seal(self._array, self._checksums.values, underflow=self.underflow, describe=rep_attributes(named))
         warn_underflow(self.underflow, self.n_rows * self.dim, self.dtype, self.site)
-        values = dict(status="complete", checksum=self._stats.checksum, completed_at=now(), rows_written=self.rows_written,
-                      n_nonfinite=self._stats.nonfinite, nbytes=stored_nbytes(self.n_rows, self.dim, self.dtype),
-                      **self._stats.summary())
+        values = dict(status="complete", checksum=self._stats.checksum, completed_at=now(),
+                      rows_written=self.rows_written, n_nonfinite=self._stats.nonfinite,
+                      nbytes=stored_nbytes(self.n_rows, self.dim, self.dtype), **self._stats.summary())
         with self._catalog.connect(write=True) as conn:
             if self.replaces is not None:
                 conn.execute(S.rep.update().where(S.rep.c.id == self.replaces).values(status="replaced"))

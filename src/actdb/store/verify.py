@@ -4,8 +4,10 @@ Checks: the catalog's array path is the one derived from the rep's id, the array
 metadata (shape, dtype, chunking, codec, owner) matches the catalog, every chunk matches its
 recorded checksum, and the whole rep's checksum (over the stored values in row order)
 matches. Finds ``writing`` leftovers of crashed writes, orphan array folders no rep
-points at and cached-moments groups no ``rep_moments`` row names. ``repair`` removes leftovers and orphans and quarantines
-corrupt reps (status ``corrupt``, array moved under ``quarantine/``).
+points at and cached-moments groups no ``rep_moments`` row names. ``repair`` removes
+leftovers and orphans and quarantines corrupt reps (status ``corrupt``, array moved under
+``quarantine/``), and brings intact arrays of older stores up to date: per-chunk checksums,
+Zarr ``dimension_names`` and the rep's descriptive attributes.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from actdb.errors import CorruptStore
 from actdb.store import arrays as A
 from actdb.store import moments_files as MF
 from actdb.store import schema as S
+from actdb.store.array_files import describe_array, rep_attributes, undescribed
 from actdb.store.checksums import CRC_ATTR, REP_ATTR, ChunkChecksums
 from actdb.store.records import Problem, VerifyReport
 
@@ -42,7 +45,7 @@ def _check_rep(store: Store, row: sa.RowMapping) -> str | None:
             stats.update(arr.read_stored(start, start + row["shard_rows"]))
     except CorruptStore as exc:
         return str(exc)
-    except Exception as exc:  # noqa: BLE001 - any decode failure means a damaged array
+    except Exception as exc:  # any decode failure means a damaged array
         return f"array cannot be read: {type(exc).__name__}: {exc}"
     if stats.checksum != row["checksum"]:
         return f"checksum {stats.checksum} != catalog {row['checksum']}"
@@ -67,13 +70,26 @@ def _seal(store: Store, row: sa.RowMapping) -> None:
     A.seal(arr, sums.values)
 
 
+def _describe(store: Store, row: sa.RowMapping) -> bool:
+    """Add ``dimension_names`` and the descriptive attributes to an intact rep's array that lacks
+    them (written by an older actdb); whether anything was added."""
+    import zarr
+
+    arr = zarr.open_array(store.root, path=A.rep_path(row["id"]), mode="r+")
+    describe = rep_attributes(store.reps.record(row["id"]))
+    if not undescribed(arr, describe):
+        return False
+    describe_array(arr, describe)
+    return True
+
+
 def verify(store: Store, *, repair: bool = False) -> VerifyReport:
     """Check every complete rep (see :func:`_check_rep`); find unfinished writes, arrays of
     replaced reps and orphan folders. Array locations are derived from rep ids: a catalog
     ``path`` that disagrees is reported as corruption and never followed, and nothing outside
     the store's array root is ever read, moved or deleted. ``repair`` removes leftovers and
-    orphans, quarantines corrupt reps and adds per-chunk checksums to intact reps written by
-    an older actdb."""
+    orphans, quarantines corrupt reps and adds per-chunk checksums, ``dimension_names`` and
+    descriptive attributes to intact reps written by an older actdb."""
     problems: list[Problem] = []
     repaired: list[str] = []
     with store.catalog.connect() as conn:
@@ -88,6 +104,8 @@ def verify(store: Store, *, repair: bool = False) -> VerifyReport:
                 if repair and not store.read_only and _unsealed(store, row):
                     _seal(store, row)
                     repaired.append(f"added chunk checksums to rep {row['id']} ({row['site']})")
+                if repair and not store.read_only and _describe(store, row):
+                    repaired.append(f"added dimension names and attributes to rep {row['id']} ({row['site']})")
                 continue
             problems.append(Problem(row["id"], "corrupt", f"rep {row['id']} ({row['site']}): {why}"))
             if repair:
@@ -95,16 +113,16 @@ def verify(store: Store, *, repair: bool = False) -> VerifyReport:
                 repaired.append(f"quarantined rep {row['id']} ({row['site']})")
         elif row["status"] in ("writing", "abandoned"):
             problems.append(Problem(row["id"], "leftover",
-                                    f"rep {row['id']} ({row['site']}) is an unfinished write ({row['rows_written']} of {row['n_rows']} rows)"))
+                                    f"rep {row['id']} ({row['site']}) is an unfinished write "
+                                    f"({row['rows_written']} of {row['n_rows']} rows)"))
             if repair:
                 with store.catalog.connect(write=True) as conn:
                     conn.execute(S.rep.delete().where(S.rep.c.id == row["id"]))
                 A.delete_array(store.root, A.rep_path(row["id"]))
                 repaired.append(f"removed unfinished rep {row['id']}")
-        elif row["status"] == "replaced" and A.array_exists(store.root, A.rep_path(row["id"])):
-            if repair:
-                A.delete_array(store.root, A.rep_path(row["id"]))
-                repaired.append(f"removed array of replaced rep {row['id']}")
+        elif row["status"] == "replaced" and A.array_exists(store.root, A.rep_path(row["id"])) and repair:
+            A.delete_array(store.root, A.rep_path(row["id"]))
+            repaired.append(f"removed array of replaced rep {row['id']}")
     _orphans(store, A.list_arrays(store.root), known, A.REP_PATH, "an array", "array {} belongs to no rep",
              "removed orphan array {}", problems, repaired, repair)
     _moment_orphans(store, problems, repaired, repair)
