@@ -8,7 +8,15 @@ a catalog connection, and this package imports nothing of actdb but its errors.
 
 from actdb.store.arrays import CODECS, DEFAULT_CODEC, RepArray
 from actdb.store.records import (
-    CheckpointInfo, DatasetInfo, ModelInfo, Problem, RepInfo, RepRecord, ResultValue, TokenizationInfo, VerifyReport,
+    CheckpointInfo,
+    DatasetInfo,
+    ModelInfo,
+    Problem,
+    RepInfo,
+    RepRecord,
+    ResultValue,
+    TokenizationInfo,
+    VerifyReport,
 )
 from actdb.store.rep_writer import RepWriter
 from actdb.store.store import Store

@@ -16,7 +16,6 @@ from alembic.script import ScriptDirectory
 
 from actdb.errors import StoreTooNew
 
-
 _DUCKDB_REGISTERED = False
 
 

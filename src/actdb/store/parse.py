@@ -62,7 +62,7 @@ def parse_name(value: object, what: str, *, allow_slash: bool = False) -> str:
     parts = value.split("/")
     if "/" in value and not allow_slash:
         raise InvalidInput(f"{what} name {shown} must not contain '/'")
-    if any(p in ("", ".", "..") for p in parts) and len(parts) > 1 or value in (".", ".."):
+    if (any(p in ("", ".", "..") for p in parts) and len(parts) > 1) or value in (".", ".."):
         raise InvalidInput(f"{what} name {shown} looks like a path ('.', '..' or empty segments); use a plain name")
     return value
 
@@ -103,7 +103,7 @@ def as_numpy(array: Any, *, what: str = "array") -> np.ndarray:
     elif not isinstance(array, np.ndarray):
         try:
             array = np.asarray(array)
-        except Exception as exc:  # noqa: BLE001 - any conversion failure is bad input
+        except Exception as exc:  # any conversion failure is bad input
             raise InvalidInput(f"{what} of type {type(array).__name__} cannot be read as an array: {exc}") from None
     if array.dtype.name not in _FLOAT_KINDS:
         raise InvalidInput(

@@ -19,6 +19,7 @@ nothing refers to any more, so an interrupted removal is finished by running it 
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import os
 import shutil
@@ -191,10 +192,8 @@ def _dir_bytes(path: Path) -> int:
     total = 0
     for dirpath, _dirs, files in os.walk(path):
         for name in files:
-            try:
+            with contextlib.suppress(OSError):  # removed meanwhile
                 total += os.lstat(os.path.join(dirpath, name)).st_size
-            except OSError:  # removed meanwhile
-                pass
     return total
 
 
@@ -285,10 +284,10 @@ def plan_removal(store: Store, **filters: Any) -> Removal:
 
 
 # ------------------------------------------------------------------------- removing
-def _unreferenced(table: sa.Table, ids: Sequence[int], *children: tuple[sa.Table, sa.Column]) -> Any:
+def _unreferenced(table: sa.Table, ids: Sequence[int], *children: tuple[sa.Table, sa.Column[Any]]) -> Any:
     """DELETE FROM table WHERE id IN ids AND no child row refers to it."""
-    cond = [table.c.id.in_(list(ids))]
-    for child, col in children:
+    cond: list[sa.ColumnElement[bool]] = [table.c.id.in_(list(ids))]
+    for _child, col in children:
         cond.append(~sa.exists().where(col == table.c.id))
     return table.delete().where(*cond)
 
@@ -446,10 +445,8 @@ def _catalog_bytes(store: Store, conn: sa.Connection) -> int:
         database = sa.engine.make_url(store.catalog.url).database
         total = 0
         for suffix in ("", ".wal"):
-            try:
+            with contextlib.suppress(OSError, TypeError):
                 total += os.stat(f"{database}{suffix}").st_size
-            except (OSError, TypeError):
-                pass
         return total
     if store.catalog.dialect == "postgresql":
         return int(conn.exec_driver_sql(

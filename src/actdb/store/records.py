@@ -107,7 +107,8 @@ class RepRecord:
 
     def label(self) -> str:
         where = "" if self.store == "local" else f"{self.store}:"
-        return f"{where}{self.model}/{self.checkpoint}/{self.site}" + ("" if self.pooling == "token" else f"[{self.pooling}]")
+        pooled = "" if self.pooling == "token" else f"[{self.pooling}]"
+        return f"{where}{self.model}/{self.checkpoint}/{self.site}{pooled}"
 
     def describe(self) -> dict[str, Any]:
         return {"model": self.model, "checkpoint": self.checkpoint, "step": self.step, "site": self.site,

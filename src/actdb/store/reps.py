@@ -103,7 +103,8 @@ class RepRepository:
                    dim: int, tokens: Any = None, tokenizer: str | None = None, pooling: str = "token",
                    dtype: str = "float16", max_length: int = 0, layer: int | None = None,
                    allow_nonfinite: bool = False, overwrite: bool = False, codec: str | None = None,
-                   resume: bool = True, ingest_run_id: int | None = None, _check: np.ndarray | None = None) -> RepWriter:
+                   resume: bool = True, ingest_run_id: int | None = None,
+                   _check: np.ndarray | None = None) -> RepWriter:
         """A :class:`RepWriter` for streaming a rep in; with ``resume=True`` an interrupted
         write of the same rep continues where its last flushed shard ended."""
         site = parse_site(site)
@@ -131,7 +132,8 @@ class RepRepository:
         else:
             expected = ds.n_examples
         if n_rows is not None and n_rows != expected:
-            raise InvalidInput(f"rep of site {site!r} declared {n_rows} rows; the {'token' if pooling == 'token' else 'example'} table has {expected}")
+            table = "token" if pooling == "token" else "example"
+            raise InvalidInput(f"rep of site {site!r} declared {n_rows} rows; the {table} table has {expected}")
         if _check is not None:
             check_matrix(_check, n_rows=expected, what=f"array for site {site!r}")
             if not allow_nonfinite:
@@ -199,9 +201,9 @@ class RepRepository:
             A.delete_array(self.root, A.rep_path(w["id"]))
         array = A.create_array(self.root, rep_id, n_rows=expected, dim=dim, dtype=dtype, codec=codec,  # type: ignore[arg-type]
                                chunk_rows=chunk_rows, shard_rows=shard_rows)
-        writer = RepWriter(self.catalog, self.root, self.record, rep_id, n_rows=expected, dim=dim, dtype=dtype, site=site, chunk_rows=chunk_rows,
-                           shard_rows=shard_rows, array=array, start_row=0, stats=A.RowStats(dtype),
-                           allow_nonfinite=allow_nonfinite, replaces=replaces)
+        writer = RepWriter(self.catalog, self.root, self.record, rep_id, n_rows=expected, dim=dim, dtype=dtype,
+                           site=site, chunk_rows=chunk_rows, shard_rows=shard_rows, array=array, start_row=0,
+                           stats=A.RowStats(dtype), allow_nonfinite=allow_nonfinite, replaces=replaces)
         # the record as far as the write knows it (model metadata is read when it finishes only if asked)
         writer.info = RepRecord(id=rep_id, model=model, checkpoint=checkpoint, step=step, dataset=ds.name,
                                 dataset_hash=ds.content_hash, n_examples=ds.n_examples, site=site, layer=layer,
@@ -221,10 +223,10 @@ class RepRepository:
             block = array[start: min(done, start + row["shard_rows"])]
             stats.update(block)
             checksums.update(block)
-        return RepWriter(self.catalog, self.root, self.record, row["id"], n_rows=row["n_rows"], dim=row["dim"], dtype=row["dtype"], site=site,
-                         chunk_rows=row["chunk_rows"], shard_rows=row["shard_rows"], array=array, start_row=done,
-                         stats=stats, allow_nonfinite=allow_nonfinite, replaces=row["replaces"],
-                         checksums=checksums)
+        return RepWriter(self.catalog, self.root, self.record, row["id"], n_rows=row["n_rows"], dim=row["dim"],
+                         dtype=row["dtype"], site=site, chunk_rows=row["chunk_rows"], shard_rows=row["shard_rows"],
+                         array=array, start_row=done, stats=stats, allow_nonfinite=allow_nonfinite,
+                         replaces=row["replaces"], checksums=checksums)
 
     def record(self, rep_id: int) -> RepRecord:
         """The catalog record of rep ``rep_id`` (complete or not)."""

@@ -31,7 +31,8 @@ class ResultRepository:
         self.catalog = catalog
         self.version = version  # actdb's version, recorded with every value
 
-    def rep_ids(self, reps: Iterable[RepRecord], uris: Mapping[str, str], *, create: bool) -> dict[tuple[str, int], int]:
+    def rep_ids(self, reps: Iterable[RepRecord], uris: Mapping[str, str], *,
+                create: bool) -> dict[tuple[str, int], int]:
         """The id each rep has in this catalog's ``result`` table: its own id for a local rep,
         ``-foreign_rep.id`` for a rep of an attached store (whose location ``uris`` gives;
         registered when ``create``). A foreign rep not registered yet is left out."""

@@ -42,7 +42,7 @@ def in_background(fn: Callable[..., Any], *args: Any) -> Future[Any]:
     def run() -> None:
         try:
             future.set_result(fn(*args))
-        except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
+        except BaseException as exc:  # handed to the waiting caller
             future.set_exception(exc)
 
     threading.Thread(target=run, name="actdb-background", daemon=True).start()
