@@ -26,7 +26,8 @@ def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]
 
 
 def _query_data():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("actdb_tests_query_data_attach", ROOT / "tests" / "query" / "query_data.py")
+    spec = importlib.util.spec_from_file_location("actdb_tests_query_data_attach",
+                                                  ROOT / "tests" / "query" / "query_data.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

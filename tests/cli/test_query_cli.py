@@ -24,7 +24,8 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _query_data():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("actdb_tests_query_data_cli", ROOT / "tests" / "query" / "query_data.py")
+    spec = importlib.util.spec_from_file_location("actdb_tests_query_data_cli",
+                                                  ROOT / "tests" / "query" / "query_data.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -132,8 +133,9 @@ def test_export_parquet_and_csv(store, tmp_path):
 
 def test_every_command_is_documented():
     """Each registered command appears as `actdb <command>` in the README or docs/interfaces.md."""
-    from actdb.cli import _load_optional_commands, app
     import typer.main
+
+    from actdb.cli import _load_optional_commands, app
 
     _load_optional_commands()
     names = sorted(typer.main.get_command(app).commands)  # type: ignore[attr-defined]

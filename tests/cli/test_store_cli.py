@@ -77,8 +77,9 @@ def test_verify_and_migrate(store):
 
 
 def test_every_command_has_help_with_an_example():
-    from actdb.cli import _load_optional_commands, app
     import typer.main
+
+    from actdb.cli import _load_optional_commands, app
 
     _load_optional_commands()
     group = typer.main.get_command(app)

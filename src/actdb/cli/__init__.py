@@ -14,15 +14,19 @@ import typer
 from actdb.cli._common import app
 from actdb.errors import ActdbError, InvalidInput
 
-# Command modules register themselves on ``app`` when imported.
-from actdb.cli import store_cmds as _store_cmds  # noqa: F401,E402
+#: The modules of ``actdb.cli`` that define commands, in the order ``actdb --help`` lists
+#: them. Loading one registers its commands on ``app`` (typer's decorators); nothing else
+#: loads them: :func:`main` calls :func:`_load_optional_commands` first.
+COMMAND_MODULES = ("store_cmds", "ingest_cmd", "query_cmds", "serve_cmd", "demo_cmd", "attach_cmds", "sites_cmd",
+                   "prune_cmds")
 
 
 def _load_optional_commands() -> None:
-    """Command groups whose modules may pull heavy imports register lazily here."""
+    """Load the modules of :data:`COMMAND_MODULES` (their heavy imports stay inside the
+    commands); a module absent from this installation is skipped."""
     import importlib
 
-    for name in ("ingest_cmd", "query_cmds", "serve_cmd", "demo_cmd", "attach_cmds", "sites_cmd", "prune_cmds"):
+    for name in COMMAND_MODULES:
         try:
             importlib.import_module(f"actdb.cli.{name}")
         except ModuleNotFoundError as exc:

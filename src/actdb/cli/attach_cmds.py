@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -17,7 +17,7 @@ def attach(store: StoreArg,
            other: Annotated[str, typer.Argument(help="Path of the other store (relative to the current "
                                                 "directory; recorded relative to STORE).")],
            name: Annotated[str, typer.Option("--name", "-n", help="Name to select it by: --a 'store=NAME,...'.")],
-           catalog: Annotated[Optional[str], typer.Option(help="SQLAlchemy URL of the other store's catalog, "
+           catalog: Annotated[str | None, typer.Option(help="SQLAlchemy URL of the other store's catalog, "
                                                           "when its actdb.json does not name it.")] = None) -> None:
     """Attach another store read-only under a name, for every later command, Python
     session (actdb.open) and `actdb serve` of STORE.

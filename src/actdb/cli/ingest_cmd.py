@@ -7,7 +7,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -20,25 +20,25 @@ def ingest(
     model: Annotated[str, typer.Option("--model", "-m", help="Model folder or hub id (offline: local cache); "
                                        "with --checkpoint/--checkpoints-dir, also the hub id revisions refer to.")],
     dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset name (stored, or created from --texts).")],
-    texts: Annotated[Optional[Path], typer.Option("--texts", "-t", help="Texts: .txt (one per line), .jsonl, "
+    texts: Annotated[Path | None, typer.Option("--texts", "-t", help="Texts: .txt (one per line), .jsonl, "
                                                   ".csv or .parquet (UTF-8).")] = None,
     text_column: Annotated[str, typer.Option(help="Text column of a .jsonl/.csv/.parquet file.")] = "text",
-    label_column: Annotated[Optional[str], typer.Option(help="Label column, if any.")] = None,
-    name: Annotated[Optional[str], typer.Option(help="Model name in the store (default: folder name or hub id).")] = None,
-    checkpoint: Annotated[Optional[list[str]], typer.Option(
+    label_column: Annotated[str | None, typer.Option(help="Label column, if any.")] = None,
+    name: Annotated[str | None, typer.Option(help="Model name in the store (default: folder name or hub id).")] = None,
+    checkpoint: Annotated[list[str] | None, typer.Option(
         "--checkpoint", "-c", help="NAME=PATH_OR_REVISION; repeat for a sweep.")] = None,
-    checkpoints_dir: Annotated[Optional[Path], typer.Option(
+    checkpoints_dir: Annotated[Path | None, typer.Option(
         help="Folder whose checkpoint-*/step* subfolders are the checkpoints.")] = None,
-    revision: Annotated[Optional[str], typer.Option(help="Hub revision of --model (one checkpoint).")] = None,
-    site: Annotated[Optional[list[str]], typer.Option(
+    revision: Annotated[str | None, typer.Option(help="Hub revision of --model (one checkpoint).")] = None,
+    site: Annotated[list[str] | None, typer.Option(
         "--site", "-s", help="hidden.*, hidden.N, hidden.-1 or a module path/glob ('*' within one dotted part, "
         "'**' across parts; see `actdb sites MODEL`); repeatable. Default hidden.*")] = None,
     pooling: Annotated[str, typer.Option(help="Comma-separated: token, mean, first, last.")] = "token",
     batch_size: Annotated[int, typer.Option(help="Texts per forward pass (keep it when resuming).")] = 32,
-    max_length: Annotated[Optional[int], typer.Option(help="Tokens per text; longer texts are truncated.")] = None,
+    max_length: Annotated[int | None, typer.Option(help="Tokens per text; longer texts are truncated.")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
     dtype: Annotated[str, typer.Option(help="Stored dtype: float16, bfloat16 or float32.")] = "float16",
-    model_dtype: Annotated[Optional[str], typer.Option(help="Compute dtype (default: the checkpoint's).")] = None,
+    model_dtype: Annotated[str | None, typer.Option(help="Compute dtype (default: the checkpoint's).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Load the (first) model, print the sites the "
                                           "--site patterns match, and stop: nothing is written.")] = False,
@@ -54,7 +54,7 @@ def ingest(
 
     Site globs: '*' matches within one dotted part, '**' across parts (list a model's sites
     with `actdb sites MODEL`). The matched sites are printed before the run starts.
-    """
+    """  # noqa: E501 - the example command lines stay whole
     if checkpoint and checkpoints_dir:
         raise usage_error("give either --checkpoint (repeatable) or --checkpoints-dir, not both")
     checkpoints: object = checkpoint or (checkpoints_dir if checkpoints_dir else None)

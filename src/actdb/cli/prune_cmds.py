@@ -4,14 +4,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from actdb.cli._common import Format, app, emit, open_store, usage_error
 
 StoreArg = Annotated[Path, typer.Argument(help="Path of the store directory.")]
-Many = Optional[list[str]]
+Many = list[str] | None
 
 cache_app = typer.Typer(name="cache", help="Manage a store's caches of computed values.\n\n"
                         "Example: actdb cache clear ./mystore --measure linear_cka", no_args_is_help=True,
@@ -25,7 +25,7 @@ def rm(store: StoreArg,
        checkpoint: Annotated[Many, typer.Option("--checkpoint", "-c", help="Checkpoint name or glob.")] = None,
        dataset: Annotated[Many, typer.Option("--dataset", "-d", help="Dataset name or glob.")] = None,
        site: Annotated[Many, typer.Option("--site", "-s", help="Site name or glob.")] = None,
-       rep: Annotated[Optional[list[int]], typer.Option("--rep", "-r", help="Rep id (repeatable).")] = None,
+       rep: Annotated[list[int] | None, typer.Option("--rep", "-r", help="Rep id (repeatable).")] = None,
        yes: Annotated[bool, typer.Option("--yes", "-y", help="Delete; without it only the plan is shown.")] = False,
        ) -> None:
     """Remove reps and what refers to them (cached results and moments); --model alone also
@@ -62,7 +62,7 @@ def du(store: StoreArg,
        by: Annotated[str, typer.Option("--by", help="Group array bytes by model | checkpoint | site.")]
        = "checkpoint",
        fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
-       output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to FILE.")] = None) -> None:
+       output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to FILE.")] = None) -> None:
     """Disk usage: array bytes by model, checkpoint or site, the catalog's size and the
     caches' rows and bytes.
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sys
 from contextlib import nullcontext
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -14,7 +14,7 @@ from actdb.cli._common import Format, app, emit, open_store, usage_error
 from actdb.errors import InvalidInput
 
 StoreArg = Annotated[Path, typer.Argument(help="Path of the store directory.")]
-MeasureOpt = Annotated[Optional[list[str]], typer.Option("--measure", "-m", help="Measure name; repeat for several "
+MeasureOpt = Annotated[list[str] | None, typer.Option("--measure", "-m", help="Measure name; repeat for several "
                                                           "(they share one pass). Default: linear_cka. Measures: "
                                                           "linear_cka, debiased_cka, rbf_cka, mean_cca, svcca, pwcca, "
                                                           "procrustes, linear_regression, gulp, rsa, knn_overlap, "
@@ -22,12 +22,12 @@ MeasureOpt = Annotated[Optional[list[str]], typer.Option("--measure", "-m", help
                                                           "B's loss penalty; see the README's Measures).")]
 AOpt = Annotated[str, typer.Option("--a", help="Selection A, e.g. 'model=x,checkpoint=step*,site=hidden.*'. "
                                    "Values: globs, a|b lists, a:b ranges for layer/step.")]
-BOpt = Annotated[Optional[str], typer.Option("--b", help="Selection B (default: A itself).")]
-SubsetOpt = Annotated[Optional[str], typer.Option("--subset", help="SQL predicate over token/example columns, "
+BOpt = Annotated[str | None, typer.Option("--b", help="Selection B (default: A itself).")]
+SubsetOpt = Annotated[str | None, typer.Option("--subset", help="SQL predicate over token/example columns, "
                                                   "e.g. \"label = 'pos' AND position > 0\".")]
-AlignOpt = Annotated[Optional[str], typer.Option("--align", help="example:mean | example:first | example:last | "
+AlignOpt = Annotated[str | None, typer.Option("--align", help="example:mean | example:first | example:last | "
                                                  "word (reps with different tokenizers).")]
-ParamOpt = Annotated[Optional[list[str]], typer.Option("--param", "-p", help="Measure parameter key=value "
+ParamOpt = Annotated[list[str] | None, typer.Option("--param", "-p", help="Measure parameter key=value "
                                                         "(JSON value), e.g. --param k=20; repeatable.")]
 
 
@@ -50,13 +50,13 @@ def with_objective(shown: Any, full: Any) -> Any:
     return shown.add_column(2, "objective", pa.array(objective, pa.string()))
 
 
-class PlotKind(str, Enum):
+class PlotKind(StrEnum):
     heatmap = "heatmap"
     trajectory = "trajectory"
     grid = "grid"
 
 
-class ExportFormat(str, Enum):
+class ExportFormat(StrEnum):
     parquet = "parquet"
     csv = "csv"
 
@@ -102,19 +102,20 @@ def _compute(plan: Any) -> Any:
 def compare(store: StoreArg, a: AOpt = "", b: BOpt = None, measure: MeasureOpt = None,
             pairs: Annotated[str, typer.Option(help="all | same_layer | zip | consecutive | "
                                                "to_reference[:NAME]")] = "all",
-            reference: Annotated[Optional[str], typer.Option(
+            reference: Annotated[str | None, typer.Option(
                 "--reference", help="to_reference: the checkpoint every other one is compared to (default: "
                 "the model's checkpoint named final, else its highest step).")] = None,
             subset: SubsetOpt = None, align: AlignOpt = None, param: ParamOpt = None,
             fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
-            output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to FILE.")] = None,
+            output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to FILE.")] = None,
             explain: Annotated[bool, typer.Option("--explain", help="Show what would be read and computed "
                                                   "(reads no array), then stop.")] = False,
             stderr: Annotated[bool, typer.Option("--stderr", help="Add a jackknife standard error over 20 row "
                                                  "shards (moments-route measures).")] = False) -> None:
     """Compare two selections of reps with one or more measures (results are cached).
 
-    Example: actdb compare ./mystore --measure linear_cka --a 'model=pythia-70m,checkpoint=step*' --b 'checkpoint=final' --pairs same_layer
+    Example: actdb compare ./mystore --measure linear_cka --a 'model=pythia-70m,checkpoint=step*'
+    --b 'checkpoint=final' --pairs same_layer
     """
     db = open_store(store, read_only=explain)
     plan = _plan(db, a, b, measure, pairs, subset, align, param, stderr, reference)
@@ -136,11 +137,11 @@ def plot(store: StoreArg,
          output: Annotated[Path, typer.Option("--output", "-o", help="Image file: .png or .svg.")],
          a: AOpt = "", b: BOpt = None,
          measure: Annotated[str, typer.Option("--measure", "-m", help="Measure name.")] = "linear_cka",
-         reference: Annotated[Optional[str], typer.Option(
+         reference: Annotated[str | None, typer.Option(
              help="trajectory: the checkpoint every other one is compared to (default: the model's "
              "checkpoint named final, else its highest step); drawn at its own step.")] = None,
          subset: SubsetOpt = None, align: AlignOpt = None, param: ParamOpt = None,
-         title: Annotated[Optional[str], typer.Option(help="Figure title (default: measure and n).")] = None) -> None:
+         title: Annotated[str | None, typer.Option(help="Figure title (default: measure and n).")] = None) -> None:
     """Plot a comparison as PNG or SVG: heatmap, trajectory or grid.
 
     Example: actdb plot ./mystore trajectory --a 'model=pythia-70m' --reference final -o trajectory.png
@@ -179,7 +180,7 @@ def plot(store: StoreArg,
 def export(store: StoreArg,
            to: Annotated[Path, typer.Option("--to", help="Directory to write the files into.")],
            fmt: Annotated[ExportFormat, typer.Option("--format", "-f", help="File format.")] = ExportFormat.parquet,
-           view: Annotated[Optional[list[str]], typer.Option("--view", help="Only these views (repeatable); "
+           view: Annotated[list[str] | None, typer.Option("--view", help="Only these views (repeatable); "
                                                             "default: dissimilarities, reps, models, "
                                                             "checkpoints.")] = None) -> None:
     """Export the flat views as Parquet or CSV files plus schema.json, for BI tools.

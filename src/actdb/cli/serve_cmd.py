@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -17,7 +17,7 @@ def serve(store: Annotated[Path, typer.Argument(help="Path of the store director
           host: Annotated[str, typer.Option(help="Interface to listen on (0.0.0.0 for all; then set "
                                             "an API key, or pass --no-auth).")] = "127.0.0.1",
           port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
-          api_key: Annotated[Optional[str], typer.Option("--api-key", envvar="ACTDB_API_KEY",
+          api_key: Annotated[str | None, typer.Option("--api-key", envvar="ACTDB_API_KEY",
                                                          help="Require header X-API-Key: KEY on every route but "
                                                               "/healthz (or set ACTDB_API_KEY).")] = None,
           no_auth: Annotated[bool, typer.Option("--no-auth", help="Serve without an API key on a non-loopback "

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -12,14 +12,14 @@ from actdb.cli._common import Format, app, emit
 
 @app.command()
 def sites(model: Annotated[str, typer.Argument(help="Model folder or hub id (offline: local cache).")],
-          match: Annotated[Optional[list[str]], typer.Option(
+          match: Annotated[list[str] | None, typer.Option(
               "--match", "-s", help="Only the sites these patterns select, as `actdb ingest --site` would "
               "('*' within one dotted part, '**' across parts); repeatable.")] = None,
-          revision: Annotated[Optional[str], typer.Option(help="Hub revision of MODEL.")] = None,
-          text: Annotated[Optional[str], typer.Option(help="The short text the one forward pass runs on "
+          revision: Annotated[str | None, typer.Option(help="Hub revision of MODEL.")] = None,
+          text: Annotated[str | None, typer.Option(help="The short text the one forward pass runs on "
                                                       "(shapes are for it).")] = None,
           fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
-          output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to FILE.")] = None) -> None:
+          output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to FILE.")] = None) -> None:
     """List a model's capturable sites: hidden.N and module paths, with their layer
     number (what `layer=` selects), stored width and output shape on one short text.
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -12,7 +12,7 @@ from actdb.cli._common import Format, app, emit, open_store, usage_error
 
 StoreArg = Annotated[Path, typer.Argument(help="Path of the store directory.")]
 FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="Output format.")]
-OutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to FILE instead of stdout.")]
+OutputOpt = Annotated[Path | None, typer.Option("--output", "-o", help="Write to FILE instead of stdout.")]
 
 LS_QUERIES = {
     "models": "SELECT model, family, architecture, width, depth, n_checkpoints FROM models ORDER BY model",
@@ -28,7 +28,7 @@ LS_QUERIES = {
 
 @app.command()
 def init(store: StoreArg,
-         catalog: Annotated[Optional[str], typer.Option(help="SQLAlchemy URL of the catalog "
+         catalog: Annotated[str | None, typer.Option(help="SQLAlchemy URL of the catalog "
                                                          "(default: STORE/catalog.duckdb).")] = None) -> None:
     """Create an empty store.
 
