@@ -8,6 +8,7 @@ worker processes is started for the call.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -40,11 +41,13 @@ def _partial(specs: list[dict[str, Any]], index: np.ndarray | None, block_rows: 
 
 def dask_moments(storage: Storage, reps: list[RepRecord], sources: list[Source], block_rows: int,
                  address: str | None, n_tasks: int | None = None, *, pairs: list[tuple[int, int]] | None = None,
-                 skip_diag: list[int] | None = None, edges: np.ndarray | None = None) -> list[Any]:
+                 skip_diag: list[int] | None = None, edges: np.ndarray | None = None,
+                 on_rows: Callable[[int], None] | None = None) -> list[Any]:
     """Moments of ``reps`` over their shared rows, computed on a Dask cluster: the blocks
     ``pairs`` needs, without the ``skip_diag`` diagonals; one accumulator, or one per
-    row-space shard of ``edges`` (as :func:`actdb.query.executor.moments_pass`)."""
-    from distributed import Client, LocalCluster
+    row-space shard of ``edges`` (as :func:`actdb.query.executor.moments_pass`).
+    ``on_rows(k)`` is called as each task finishes, with its ``k`` row-space rows."""
+    from distributed import Client, LocalCluster, as_completed
 
     from actdb.query.moments import Moments
 
@@ -67,6 +70,11 @@ def dask_moments(storage: Storage, reps: list[RepRecord], sources: list[Source],
         ranges = [(s, min(extent, s + step)) for s in range(0, extent, step)]
         futures = [client.submit(_partial, specs, index, block_rows, s, e, pairs, skip_diag, edges, pure=False)
                    for s, e in ranges]
+        if on_rows is not None:  # ticks as tasks finish; the sum below stays in submission order
+            rows = {f.key: e - s if index is None else int(np.searchsorted(index, e) - np.searchsorted(index, s))
+                    for f, (s, e) in zip(futures, ranges)}
+            for done in as_completed(futures):
+                on_rows(rows[done.key])
         count = 1 if edges is None else len(edges) - 1
         totals = [Moments.empty([r.dim for r in reps], pairs=pairs, skip_diag=skip_diag or ()) for _ in range(count)]
         for parts in client.gather(futures):

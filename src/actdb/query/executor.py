@@ -25,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 
 from actdb.errors import InvalidInput, MeasureError
+from actdb.progress import ComputeProgress
 from actdb.query.cache import (  # noqa: F401 - re-exported: the executor's public helpers
     Value,
     cached_rep_keys,
@@ -66,6 +67,11 @@ class ResultSet:
 
     def __repr__(self) -> str:
         return f"ResultSet({len(self.rows)} rows)"
+
+    def _repr_html_(self) -> str:
+        from actdb.query.html import result_html
+
+        return result_html(self.rows)
 
     def to_arrow(self) -> pa.Table:
         if not self.rows:
@@ -167,7 +173,7 @@ def _passes(tasks: list[Task], budget: int, skip: set[tuple[str, int]]) -> list[
 
 def _run_moments(storage: Storage, space: RowSpace, tasks: list[Task], sources: dict[tuple[str, int], Source],
                  budget: int, executor: str, address: str | None, stderr: bool,
-                 recompute: bool = False) -> dict[tuple[Any, ...], Value]:
+                 recompute: bool = False, tracker: ComputeProgress | None = None) -> dict[tuple[Any, ...], Value]:
     reps = list({r.key: r for t in tasks for r in (t.a, t.b)}.values())
     n = sources[reps[0].key].n
     shards = min(DEFAULT_SHARDS, n) if stderr else 0
@@ -186,11 +192,15 @@ def _run_moments(storage: Storage, space: RowSpace, tasks: list[Task], sources: 
             t0 = time.perf_counter()
             value = _from_moments(t, singles[t.a.key].pair(0, 0))
             out[t.cache_key] = Value(value, n, "moments", time.perf_counter() - t0)
+    tracker = tracker or ComputeProgress(0, False)
+    tracker.finish(len(own))
     rest = [t for t in tasks if t.cache_key not in out]
     copies = shards + 3 if stderr else 1  # the shards, their total and one delete-one accumulator
     stored: set[tuple[str, int]] = set(cached)
-    for ts in _passes(rest, budget // copies, cached) if rest else []:
+    plan = _passes(rest, budget // copies, cached) if rest else []
+    for number, ts in enumerate(plan):
         members = list({r.key: r for t in ts for r in (t.a, t.b)}.values())
+        on_rows = tracker.begin_pass(number, len(plan), len(ts), n, sum(r.nbytes / max(1, r.n_rows) for r in members))
         index = {r.key: i for i, r in enumerate(members)}
         pairs = sorted({(index[t.a.key], index[t.b.key]) for t in ts})
         # reps whose own moments an earlier pass of this plan stored count as cached too
@@ -203,9 +213,10 @@ def _run_moments(storage: Storage, space: RowSpace, tasks: list[Task], sources: 
                 from actdb.query.distributed import dask_moments
 
                 parts = dask_moments(storage, members, srcs, _block_rows(members, sources), address, pairs=pairs,
-                                     skip_diag=skip, edges=edges)
+                                     skip_diag=skip, edges=edges, on_rows=on_rows)
             else:
-                parts = moments_pass(srcs, _block_rows(members, sources), pairs=pairs, skip_diag=skip, edges=edges)
+                parts = moments_pass(srcs, _block_rows(members, sources), pairs=pairs, skip_diag=skip, edges=edges,
+                                     on_rows=on_rows)
             total = parts[0] if len(parts) == 1 else sum(parts[1:], parts[0])
             total.settle()  # read-only from here: centred in place, not in a copy (memory)
             if not skip:
@@ -234,6 +245,7 @@ def _run_moments(storage: Storage, space: RowSpace, tasks: list[Task], sources: 
         for t in ts:
             out[t.cache_key] = Value(values[t.cache_key], total.n, "moments", elapsed, extra,
                                      errors.get(t.cache_key))
+        tracker.finish(len(ts))
         del parts, total, new  # this pass's accumulators go before the next pass makes its own
     return out
 
@@ -264,7 +276,8 @@ def _jackknife(tasks: list[Task], index: dict[tuple[str, int], int], total: Mome
     return out
 
 
-def _run_gram(tasks: list[Task], sources: dict[tuple[str, int], Source], budget: int) -> dict[tuple[Any, ...], Value]:
+def _run_gram(tasks: list[Task], sources: dict[tuple[str, int], Source], budget: int,
+              tracker: ComputeProgress | None = None) -> dict[tuple[Any, ...], Value]:
     """Gram-route tasks on seeded row samples. Kernels/RDMs/neighbour sets are built once
     per rep (per sample and kernel), in groups of reps whose states fit ``budget``."""
     from actdb.query.measures import _prepared as P
@@ -295,6 +308,8 @@ def _run_gram(tasks: list[Task], sources: dict[tuple[str, int], Source], budget:
         value = spec.from_rows(x, y, **p)
         out[t.cache_key] = Value(_finite(value, t), sources[t.a.key].n, "gram", time.perf_counter() - t0,
                                  _sample_extra(rs, seed))
+        if tracker is not None:
+            tracker.finish(1)
     by_kind: dict[tuple[Any, ...], list[Task]] = defaultdict(list)
     for t in prepared:
         p, size, seed = split(t)
@@ -321,6 +336,8 @@ def _run_gram(tasks: list[Task], sources: dict[tuple[str, int], Source], budget:
                 rs = sample_rows(sources[t.a.key].n, size, seed)
                 out[t.cache_key] = Value(_finite(value, t), sources[t.a.key].n, "gram", time.perf_counter() - t0,
                                          _sample_extra(rs, seed))
+                if tracker is not None:
+                    tracker.finish(1)
     return out
 
 
@@ -336,10 +353,12 @@ def _finite(value: float, task: Task) -> float:
 
 
 def run_plan(storage: Storage, tasks: list[Task], *, executor: str = "local", address: str | None = None,
-             recompute: bool = False, memory_budget: int | None = None, stderr: bool = False) -> ResultSet:
+             recompute: bool = False, memory_budget: int | None = None, stderr: bool = False,
+             progress: bool | None = False) -> ResultSet:
     """Evaluate ``tasks``: cached values are looked up, the rest computed (one pass per row
     space for moments-route measures) and cached. ``stderr`` adds jackknife standard errors
-    (moments-route measures only); a cached value without one is then recomputed."""
+    (moments-route measures only); a cached value without one is then recomputed.
+    ``progress``: a bar on stderr (None: on a terminal or in a notebook; see :mod:`actdb.progress`)."""
     if executor not in ("local", "dask"):
         raise InvalidInput(f"executor={executor!r}: choose 'local' or 'dask'")
     if stderr:
@@ -354,6 +373,7 @@ def run_plan(storage: Storage, tasks: list[Task], *, executor: str = "local", ad
     by_space: dict[RowSpace, list[Task]] = defaultdict(list)
     for t in todo.values():
         by_space[t.space].append(t)
+    tracker = ComputeProgress(len(todo), progress)
     for space, ts in by_space.items():
         model_tasks = [t for t in ts if get_measure(t.measure).route == "model"]
         if model_tasks:
@@ -361,6 +381,7 @@ def run_plan(storage: Storage, tasks: list[Task], *, executor: str = "local", ad
 
             for key, v in run_model_tasks(storage, model_tasks).items():
                 computed[key] = (todo[key], v)
+            tracker.finish(len(model_tasks))
         ts = [t for t in ts if get_measure(t.measure).route != "model"]
         if not ts:
             continue
@@ -374,11 +395,13 @@ def run_plan(storage: Storage, tasks: list[Task], *, executor: str = "local", ad
         gram = [t for t in ts if t not in mom]
         values: dict[tuple[Any, ...], Value] = {}
         if mom:
-            values |= _run_moments(storage, space, mom, sources, budget, executor, address, stderr, recompute)
+            values |= _run_moments(storage, space, mom, sources, budget, executor, address, stderr, recompute,
+                                   tracker)
         if gram:
-            values |= _run_gram(gram, sources, budget)
+            values |= _run_gram(gram, sources, budget, tracker)
         for key, v in values.items():
             computed[key] = (todo[key], v)
+    tracker.close()
     store_values(storage, computed)
     rows = []
     for t in tasks:

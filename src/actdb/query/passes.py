@@ -7,7 +7,7 @@ contiguous row-space shards for jackknife standard errors.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -33,11 +33,12 @@ def _position(source: Source, row: int) -> int:
 
 def moments_pass(sources: list[Source], block_rows: int, start: int = 0, stop: int | None = None, *,
                  pairs: Sequence[PairKey] | None = None, skip_diag: Sequence[int] = (),
-                 edges: np.ndarray | None = None) -> list[Moments]:
+                 edges: np.ndarray | None = None, on_rows: Callable[[int], None] | None = None) -> list[Moments]:
     """Accumulate moments of several sources with identical rows over underlying rows
     ``start:stop`` (the unit of work of both executors): only the blocks ``pairs`` needs,
     without the diagonal blocks of ``skip_diag``. One accumulator, or with ``edges`` one
-    per row-space shard ``[edges[g], edges[g + 1])`` (shards outside the range stay empty)."""
+    per row-space shard ``[edges[g], edges[g + 1])`` (shards outside the range stay empty).
+    ``on_rows(k)`` is called after each block of ``k`` row-space rows (a progress bar)."""
     dims = [s.array.shape[1] for s in sources]
     count = 1 if edges is None else len(edges) - 1
     accs = [Moments.empty(dims, budget_bytes=GEMM_BUDGET, pairs=pairs, skip_diag=skip_diag) for _ in range(count)]
@@ -55,4 +56,6 @@ def moments_pass(sources: list[Source], block_rows: int, start: int = 0, stop: i
                 accs[g].update([b[lo - pos: hi - pos] for b in blocks])
                 lo, g = hi, g + 1
         pos += rows
+        if on_rows is not None:
+            on_rows(rows)
     return accs

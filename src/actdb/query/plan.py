@@ -255,14 +255,21 @@ class Comparison:
 
     # ----------------------------------------------------------------- execution
     def compute(self, *, executor: str = "local", address: str | None = None, recompute: bool = False,
-                memory_budget: int | None = None) -> ResultSet:
+                memory_budget: int | None = None, progress: bool | None = None) -> ResultSet:
         """Run the plan: cached values are looked up, the rest computed in one pass per row
         space and cached. ``executor="dask"`` runs the passes on dask.distributed. With
-        ``stderr=True`` on the plan, rows carry a jackknife standard error (``stderr``)."""
+        ``stderr=True`` on the plan, rows carry a jackknife standard error (``stderr``).
+        ``progress``: a bar on stderr (values done, pass, MiB read, time left); None (the
+        default) shows it on a terminal or in a notebook only, False never."""
         from actdb.query.executor import run_plan
 
         return run_plan(self._storage, self.tasks(), executor=executor, address=address, recompute=recompute,
-                        memory_budget=memory_budget, stderr=self.stderr)
+                        memory_budget=memory_budget, stderr=self.stderr, progress=progress)
+
+    def _repr_html_(self) -> str:
+        from actdb.query.html import comparison_html
+
+        return comparison_html(self)
 
     def to_arrow(self, **kwargs: Any) -> pa.Table:
         return self.compute(**kwargs).to_arrow()
