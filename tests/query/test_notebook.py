@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import html
+import sys
+import types
 
 import numpy as np
 import pytest
@@ -147,9 +149,15 @@ def test_a_pass_moves_the_bar_with_the_rows_read():
     tracker.close()
 
 
-def test_wanted():
+def test_wanted(capsys, monkeypatch):
     assert wanted(True) and not wanted(False)
-    assert not wanted(None)  # pytest captures stderr: not a terminal, not a notebook
+    assert not wanted(None)  # captured stderr: not a terminal, not a notebook
+    kernel = types.SimpleNamespace(config={"IPKernelApp": {}})  # what IPython's get_ipython() is in Jupyter
+    monkeypatch.setitem(sys.modules, "IPython", types.SimpleNamespace(get_ipython=lambda: kernel))
+    assert wanted(None) and not wanted(False)
+    terminal = types.SimpleNamespace(config={})  # plain IPython in a terminal (stderr captured here)
+    monkeypatch.setitem(sys.modules, "IPython", types.SimpleNamespace(get_ipython=lambda: terminal))
+    assert not wanted(None)
 
 
 def test_dask_executor_ticks_the_bar_per_finished_task(qdb, capsys, monkeypatch):
