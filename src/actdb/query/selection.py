@@ -134,6 +134,22 @@ class Selection:
                           buffer_rows=buffer_rows, num_workers=num_workers, drop_last=drop_last, dtype=dtype,
                           pin_memory=pin_memory)
 
+    def probe(self, label: str = "label", method: str = "ridge", folds: int = 5, *, ridge: float = 1e-3,
+              sample: int = 4096, seed: int = 0, shuffle: bool = False, C: float = 1.0,
+              subset: str | None = None, recompute: bool = False) -> Any:
+        """Cross-validated linear probes of an example column, one per rep: a ``pandas.DataFrame``
+        (rep_id, model, checkpoint, step, site, layer, dataset, label, method, accuracy, n, folds,
+        cached). ``method="ridge"`` comes from streaming moments (memory independent of n;
+        penalty ``ridge · trace(XᵀX)/d``); ``"logistic"`` fits scikit-learn on ``sample`` seeded
+        rows. Folds are of examples (contiguous, or seeded with ``shuffle=True``). Cached; in SQL
+        as the ``probes`` view. See :mod:`actdb.query.probe`."""
+        from actdb.query.probe import check_params
+        from actdb.query.probe import probe as run_probe
+
+        params = check_params(label, method, folds, ridge=ridge, sample=sample, seed=seed, shuffle=shuffle, C=C,
+                              subset=subset)
+        return run_probe(self.storage, self.resolve(), params, recompute=recompute)
+
     def compare(self, other: Selection | None = None, *, measure: str | list[str] | tuple[str, ...] = "linear_cka",
                 pairs: str = "all", subset: str | None = None, align: str | None = None,
                 reference: str | None = None, stderr: bool = False, include_reference: bool = False,

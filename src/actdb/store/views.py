@@ -7,6 +7,8 @@ Views are the stable contract for SQL users and BI tools: columns are only added
 
 from __future__ import annotations
 
+import re
+
 import sqlalchemy as sa
 
 # Flat, name-joined views: the stable surface for SQL users and BI tools.
@@ -94,14 +96,38 @@ VIEWS_0002: dict[str, str] = {
         FROM result x JOIN sides a ON a.rep_id = x.rep_a JOIN sides b ON b.rep_id = x.rep_b""",
 }
 
-VIEWS_BY_REVISION: dict[str, dict[str, str]] = {"0001": VIEWS_0001, "0002": VIEWS_0002}
+# 0006: cross-validated probes (``Selection.probe``), cached in ``result`` as measure
+# ``probe:<method>`` (kind 'probe', rep_a = rep_b); the label and folds come from the params.
+# ``JSON_FIELD(col, 'key')`` is written per dialect by :func:`create_views`.
+VIEWS_0006: dict[str, str] = {
+    **VIEWS_0002,
+    "probes": f"""
+        WITH sides AS ({_SIDES})
+        SELECT x.id AS result_id, a.model, a.checkpoint, a.step, a.site, a.layer, a.pooling, a.dataset,
+               JSON_FIELD(x.params, 'label') AS label, substr(x.measure, 7) AS method,
+               x.value AS accuracy, x.n, CAST(JSON_FIELD(x.params, 'folds') AS INTEGER) AS folds,
+               x.rep_a AS rep_id, a.store, x.subset, x.params, x.extra, x.seconds, x.computed_at
+        FROM result x JOIN sides a ON a.rep_id = x.rep_a
+        WHERE x.kind = 'probe'""",
+}
+
+VIEWS_BY_REVISION: dict[str, dict[str, str]] = {"0001": VIEWS_0001, "0002": VIEWS_0002, "0006": VIEWS_0006}
+
+_JSON_FIELD = re.compile(r"JSON_FIELD\((\w+(?:\.\w+)?), '(\w+)'\)")
+_JSON_BY_DIALECT = {"postgresql": r"(\1::json ->> '\2')"}  # DuckDB (and the default): json_extract_string
+
+
+def _for_dialect(body: str, dialect: str) -> str:
+    """``body`` with each ``JSON_FIELD(col, 'key')`` written as ``dialect`` reads a JSON text field."""
+    return _JSON_FIELD.sub(_JSON_BY_DIALECT.get(dialect, r"json_extract_string(\1, '$.\2')"), body)
+
 
 # Dependency order: views that read other views come last (none do yet).
 def create_views(bind: sa.engine.Connection, revision: str) -> None:
     """Create (or replace) every view of ``revision``."""
     for name, body in VIEWS_BY_REVISION[revision].items():
         bind.exec_driver_sql(f"DROP VIEW IF EXISTS {name}")
-        bind.exec_driver_sql(f"CREATE VIEW {name} AS {body}")
+        bind.exec_driver_sql(f"CREATE VIEW {name} AS {_for_dialect(body, bind.dialect.name)}")
 
 
 def drop_views(bind: sa.engine.Connection, revision: str) -> None:
