@@ -92,25 +92,35 @@ def parse_pooling(value: object) -> str:
     return str(value)
 
 
-def as_numpy(array: Any, *, what: str = "array") -> np.ndarray:
-    """numpy or torch (any float dtype, bfloat16 included) -> a numpy float array, not copied when possible."""
-    module = type(array).__module__
-    if module.startswith("torch"):
-        tensor = array.detach().cpu()
+def as_array(value: Any, *, what: str = "array") -> np.ndarray:
+    """The one conversion of an input array to numpy, in its own dtype and not copied when
+    possible: a numpy array as is; a torch tensor (recognised by ``detach``/``cpu``, so torch
+    is never imported here) detached and moved to the CPU, bfloat16 widened to float32 (numpy
+    has no bfloat16); anything else through ``np.asarray``. Used by the store's writers and
+    the query layer's measures alike; each then checks the dtypes and shapes it accepts."""
+    if hasattr(value, "detach") and hasattr(value, "cpu"):
+        tensor = value.detach().cpu()
         if str(tensor.dtype) == "torch.bfloat16":
             tensor = tensor.float()
-        array = tensor.numpy()
-    elif not isinstance(array, np.ndarray):
-        try:
-            array = np.asarray(array)
-        except Exception as exc:  # any conversion failure is bad input
-            raise InvalidInput(f"{what} of type {type(array).__name__} cannot be read as an array: {exc}") from None
-    if array.dtype.name not in _FLOAT_KINDS:
+        value = tensor.numpy()
+    if isinstance(value, np.ndarray):
+        return value
+    try:
+        out: np.ndarray = np.asarray(value)
+    except Exception as exc:  # any conversion failure is bad input
+        raise InvalidInput(f"{what} of type {type(value).__name__} cannot be read as an array: {exc}") from None
+    return out
+
+
+def as_numpy(array: Any, *, what: str = "array") -> np.ndarray:
+    """Activations to store: :func:`as_array`, which must give a floating-point array."""
+    out = as_array(array, what=what)
+    if out.dtype.name not in _FLOAT_KINDS:
         raise InvalidInput(
-            f"{what} has dtype {array.dtype}; activations must be floating point "
+            f"{what} has dtype {out.dtype}; activations must be floating point "
             "(float16, bfloat16, float32 or float64): convert with .astype('float32')"
         )
-    return array
+    return out
 
 
 def check_matrix(array: np.ndarray, *, n_rows: int | None, what: str) -> None:
@@ -123,12 +133,18 @@ def check_matrix(array: np.ndarray, *, n_rows: int | None, what: str) -> None:
         raise InvalidInput(f"{what} has {array.shape[0]} rows but the token/example table has {n_rows}")
 
 
-def check_finite(array: np.ndarray, *, what: str) -> None:
+#: What to do about non-finite activations given to the store.
+STORE_FIX = "fix the input or pass allow_nonfinite=True to store it anyway"
+
+
+def check_finite(array: np.ndarray, *, what: str, fix: str = STORE_FIX, first_row: int = 0) -> None:
+    """The one finiteness check: raise :class:`NonFinite` if the 2-D ``array`` holds NaN or
+    Inf, saying how many values and where the first is (rows numbered from ``first_row``:
+    a block's place in a longer stream), then ``fix``, what the caller should do."""
     finite = np.isfinite(array)
     if not finite.all():
         bad = np.argwhere(~finite)
         r, c = (int(x) for x in bad[0])
         raise NonFinite(
-            f"{what} has {len(bad)} NaN/Inf values (first at row {r}, column {c}: {array[r, c]}); "
-            "fix the input or pass allow_nonfinite=True to store it anyway"
+            f"{what} has {len(bad)} NaN/Inf values (first at row {first_row + r}, column {c}: {array[r, c]}); {fix}"
         )

@@ -60,7 +60,7 @@ products, heavy columns, tiling) with :mod:`~actdb.query.moments.blas` (the SYRK
 :mod:`~actdb.query.moments.inputs` (input arrays).
 """
 
-from actdb.query.moments.inputs import as_matrix, check_all_finite, to_numpy
+from actdb.query.moments.inputs import as_matrix, to_numpy
 from actdb.query.moments.kernel import HEAVY_PER_REP, MIXED_MIN_WIDTH, ROW_BLOCK, HeavyColumns
 from actdb.query.moments.state import DEFAULT_BUDGET_BYTES, Moments, PairMoments, Precision, shard_moments
 
@@ -74,7 +74,6 @@ __all__ = [
     "PairMoments",
     "Precision",
     "as_matrix",
-    "check_all_finite",
     "shard_moments",
     "to_numpy",
 ]

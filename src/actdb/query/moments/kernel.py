@@ -20,7 +20,8 @@ import numpy as np
 
 from actdb.errors import InvalidInput
 from actdb.query.moments.blas import syrk_accumulate, syrk_available
-from actdb.query.moments.inputs import check_all_finite
+from actdb.query.moments.inputs import MEASURE_FIX
+from actdb.store.parse import check_finite
 
 #: With ``precision="mixed"``, totals of at most this many columns still use float64 products.
 MIXED_MIN_WIDTH = 256
@@ -251,7 +252,7 @@ def raise_non_finite(mats: Sequence[np.ndarray], row0: int) -> NoReturn:
     """Name the first non-finite value's rep and row (counted over every row the
     accumulator has seen), or say the float32 products overflowed."""
     for p, m in enumerate(mats):
-        check_all_finite(m, f"rep {p}", first_row=row0)
+        check_finite(m, what=f"rep {p}", fix=MEASURE_FIX, first_row=row0)
     raise InvalidInput("values overflow float32 products; use precision='float64' for data this large")
 
 
