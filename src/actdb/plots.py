@@ -8,7 +8,10 @@ built without ``pyplot``, so no global figure state is created or leaked; save i
 Readable defaults: a perceptual colormap (viridis), a fixed 0-1 colour range for
 similarities, titles naming the measure and the number of rows ``n`` the values were
 computed on, axis labels naming the model, checkpoint and layer, and the values written
-in the cells of small heatmaps.
+in the cells of small heatmaps. Where the results carry jackknife standard errors
+(``compare(..., stderr=True)``; the rows' ``stderr`` column), trajectories shade a band of
+value ± stderr around each line and heatmaps can write ``± stderr`` in their cells
+(``show_stderr=True``); without them the figures are unchanged.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from actdb.errors import InvalidInput
+from actdb.query.matrix import pick_measure
 
 ImageFormat = Literal["png", "svg"]
 ANNOTATE_MAX_CELLS = 144  # write values into cells up to a 12 x 12 matrix
@@ -36,18 +40,17 @@ def _rows(results: Any) -> list[dict[str, Any]]:
 
 
 def _one_measure(rows: list[dict[str, Any]], measure: str | None) -> tuple[str, list[dict[str, Any]]]:
+    """The rows of one measure (:func:`~actdb.query.matrix.pick_measure`); empty rows say
+    there is nothing to plot."""
     if not rows:
         raise InvalidInput("nothing to plot: the comparison has no rows (check the selections' filters)")
-    measures = list(dict.fromkeys(r["measure"] for r in rows))
-    if measure is None:
-        if len(measures) > 1:
-            raise InvalidInput(f"the rows hold {len(measures)} measures ({', '.join(measures)}); "
-                               "name the one to plot with measure=...")
-        measure = measures[0]
-    picked = [r for r in rows if r["measure"] == measure]
-    if not picked:
-        raise InvalidInput(f"no rows for measure {measure!r}; the rows hold {', '.join(measures)}")
-    return measure, picked
+    return pick_measure(rows, measure)
+
+
+def _stderr(row: dict[str, Any]) -> float | None:
+    """The row's jackknife standard error, or None when none was computed (or it is not finite)."""
+    se = row.get("stderr")
+    return float(se) if se is not None and math.isfinite(float(se)) else None
 
 
 def _n_text(rows: Iterable[dict[str, Any]]) -> str:
@@ -121,7 +124,10 @@ def _figure_of(ax: Any) -> Any:
 
 
 # ------------------------------------------------------------------- heatmaps
-def _matrix(rows: list[dict[str, Any]]) -> tuple[list[str], list[str], list[list[float]], str, str]:
+def _matrix(rows: list[dict[str, Any]]) -> tuple[list[str], list[str], list[list[float]], str, str,
+                                                   list[list[float]]]:
+    """Labels (A side: rows, B side: columns), values, axis titles and standard errors
+    (NaN where none was computed) of one measure's rows."""
     import numpy as np
 
     va, vb = _varying(rows, "a"), _varying(rows, "b")
@@ -133,16 +139,21 @@ def _matrix(rows: list[dict[str, Any]]) -> tuple[list[str], list[str], list[list
     yi = {k: i for i, k in enumerate(ya)}
     xi = {k: i for i, k in enumerate(xb)}
     mat = np.full((len(ya), len(xb)), np.nan)
+    err = np.full((len(ya), len(xb)), np.nan)
     for r in rows:
-        mat[yi[_side_key(r, "a")], xi[_side_key(r, "b")]] = r["value"]
-    return list(ya.values()), list(xb.values()), mat.tolist(), _axis_title(rows, "a", va), _axis_title(rows, "b", vb)
+        i, j = yi[_side_key(r, "a")], xi[_side_key(r, "b")]
+        mat[i, j] = r["value"]
+        se = _stderr(r)
+        err[i, j] = np.nan if se is None else se
+    return (list(ya.values()), list(xb.values()), mat.tolist(), _axis_title(rows, "a", va),
+            _axis_title(rows, "b", vb), err.tolist())
 
 
 def _draw_heatmap(ax: Any, rows: list[dict[str, Any]], measure: str, vmin: float, vmax: float,
-                  annotate: bool | None, title: str | None) -> Any:
+                  annotate: bool | None, title: str | None, show_stderr: bool = False) -> Any:
     import numpy as np
 
-    ylabels, xlabels, mat, ytitle, xtitle = _matrix(rows)
+    ylabels, xlabels, mat, ytitle, xtitle, err = _matrix(rows)
     data = np.ma.masked_invalid(np.asarray(mat, dtype=float))
     image = ax.imshow(data, cmap=CMAP, vmin=vmin, vmax=vmax, aspect="auto", interpolation="nearest")
     ax.set_xticks(range(len(xlabels)), labels=xlabels, rotation=45 if max(map(len, xlabels)) > 4 else 0,
@@ -155,27 +166,31 @@ def _draw_heatmap(ax: Any, rows: list[dict[str, Any]], measure: str, vmin: float
         annotate = data.size <= ANNOTATE_MAX_CELLS
     if annotate:
         cmap = image.get_cmap()
+        missing = np.ma.getmaskarray(data)
         for i in range(data.shape[0]):
             for j in range(data.shape[1]):
-                if data.mask is not np.ma.nomask and data.mask[i, j]:
+                if missing[i, j]:
                     continue
                 v = float(data[i, j])
                 r, g, b, _ = cmap((v - vmin) / (vmax - vmin) if vmax > vmin else 0.5)
                 light = 0.299 * r + 0.587 * g + 0.114 * b > 0.5
-                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8,
+                se = err[i][j]
+                text = f"{v:.2f}\n±{se:.2f}" if show_stderr and math.isfinite(se) else f"{v:.2f}"
+                ax.text(j, i, text, ha="center", va="center", fontsize=7 if "\n" in text else 8,
                         color="black" if light else "white")
     return image
 
 
 def heatmap(results: Any, *, measure: str | None = None, annotate: bool | None = None,
-            title: str | None = None, ax: Any = None) -> Any:
+            title: str | None = None, ax: Any = None, show_stderr: bool = False) -> Any:
     """A site x site matrix of one measure: rows are the A side's reps, columns the B side's.
 
     ``results``: a ResultSet / rows / Arrow table of a comparison (typically
     ``a.compare(b, pairs="all")``). Similarities use a fixed 0-1 colour range; cells carry
     their values when the matrix has at most 144 cells (``annotate`` overrides). ``ax``: draw
     into this matplotlib Axes (to compose a figure) instead of a new figure; the Axes'
-    figure is returned.
+    figure is returned. ``show_stderr=True``: annotated cells whose value has a jackknife
+    standard error (``compare(..., stderr=True)``) also write ``± stderr`` under the value.
     """
     measure, rows = _one_measure(_rows(results), measure)
     if ax is None:
@@ -187,15 +202,16 @@ def heatmap(results: Any, *, measure: str | None = None, annotate: bool | None =
     else:
         fig = _figure_of(ax)
     vmin, vmax = _norm(_kind(rows), [r["value"] for r in rows])
-    image = _draw_heatmap(ax, rows, measure, vmin, vmax, annotate, title)
+    image = _draw_heatmap(ax, rows, measure, vmin, vmax, annotate, title, show_stderr)
     fig.colorbar(image, ax=ax, label=f"{measure} ({_kind(rows)})")
     return fig
 
 
 def grid(results: Any, *, measure: str | None = None, by: str = "checkpoint", columns: int | None = None,
-         title: str | None = None) -> Any:
+         title: str | None = None, show_stderr: bool = False) -> Any:
     """Small multiples: one heatmap per value of ``by`` on the A side (``checkpoint`` by
-    default, ordered by training step), sharing one colour scale and one colour bar."""
+    default, ordered by training step), sharing one colour scale and one colour bar.
+    ``show_stderr``: as in :func:`heatmap`, for the panels whose cells are annotated."""
     if by not in ("checkpoint", "model", "dataset"):
         raise InvalidInput(f"grid(by={by!r}): choose checkpoint, model or dataset")
     measure, rows = _one_measure(_rows(results), measure)
@@ -217,7 +233,7 @@ def grid(results: Any, *, measure: str | None = None, by: str = "checkpoint", co
         step = g[0].get("step_a") if by == "checkpoint" else None
         label = f"{by} {value}" + (f" (step {step:,})" if step is not None and str(step) not in str(value) else "")
         image = _draw_heatmap(ax, g, measure, vmin, vmax, annotate=len(sizes) <= 4 and max(sizes) <= 6,
-                              title=f"{label}, {_n_text(g)}")
+                              title=f"{label}, {_n_text(g)}", show_stderr=show_stderr)
         # the panel title names the group: keep the axis titles short, and only on the outer panels
         ax.set_ylabel(ax.get_ylabel().split(" (")[0] if i % cols == 0 else "")
         ax.set_xlabel(ax.get_xlabel().split(" (")[0] if i >= n - cols else "")
@@ -230,25 +246,57 @@ def grid(results: Any, *, measure: str | None = None, by: str = "checkpoint", co
 
 
 # ---------------------------------------------------------------- trajectory
+def _band_widths(stderr_bands: Any) -> list[float]:
+    """``stderr_bands`` parsed: positive, finite multiples of the standard error."""
+    items = [stderr_bands] if isinstance(stderr_bands, int | float) else stderr_bands
+    try:
+        widths = [float(k) for k in items]
+    except (TypeError, ValueError):
+        widths = [math.nan]
+    if not all(math.isfinite(k) and k > 0 for k in widths):
+        raise InvalidInput(f"stderr_bands takes positive multiples of the standard error, e.g. (1,) or (1, 2); "
+                           f"got {stderr_bands!r}")
+    return widths
+
+
+def _bands(ax: Any, pts: list[tuple[int, float, float | None]], colour: Any, widths: Sequence[float]) -> None:
+    """Shade value ± k·stderr for each k in ``widths`` around one line (the wider, the lighter);
+    points without a standard error leave a gap. Nothing is drawn when no point has one."""
+    if not widths or all(p[2] is None for p in pts):
+        return
+    xs = [p[0] for p in pts]
+    for k in sorted(widths, reverse=True):
+        alpha = 0.25 / max(1.0, k)
+        lo = [v - k * se if se is not None else math.nan for _, v, se in pts]
+        hi = [v + k * se if se is not None else math.nan for _, v, se in pts]
+        ax.fill_between(xs, lo, hi, color=colour, alpha=alpha, linewidth=0, gid=f"stderr_band:{k:g}")
+
+
 def trajectory(results: Any, *, measure: str | None = None, title: str | None = None,
-               log_x: bool | None = None, ax: Any = None) -> Any:
+               log_x: bool | None = None, ax: Any = None, stderr_bands: Sequence[float] = (1.0,)) -> Any:
     """A measure against training step (the A side's ``step``), one line per layer (site).
 
     ``results`` usually comes from ``sel.compare(pairs="to_reference:final")`` or
     ``pairs="consecutive"``. The x axis is logarithmic when steps span two decades or more
     (symlog when step 0 is present) unless ``log_x`` says otherwise. ``ax``: draw into this
     matplotlib Axes instead of a new figure; the Axes' figure is returned.
+
+    Where the rows carry jackknife standard errors (``compare(..., stderr=True)``), each line
+    gets a shaded band of value ± k·stderr for each k in ``stderr_bands`` (default ``(1,)``;
+    ``(1, 2)`` adds a lighter ±2·stderr band; ``()`` draws none); points without one leave a
+    gap in the band, and rows without any draw no band at all.
     """
+    widths = _band_widths(stderr_bands)
     measure, rows = _one_measure(_rows(results), measure)
     rows = [r for r in rows if r.get("step_a") is not None]
     if not rows:
         raise InvalidInput("trajectory needs checkpoints with step numbers on the A side; these have none")
-    lines: dict[tuple[Any, ...], list[tuple[int, float]]] = {}
+    lines: dict[tuple[Any, ...], list[tuple[int, float, float | None]]] = {}
     labels: dict[tuple[Any, ...], str] = {}
     models = {r.get("model_a") for r in rows}
     for r in rows:
         k = (r.get("model_a"), r.get("layer_a") if r.get("layer_a") is not None else -1, r.get("site_a"))
-        lines.setdefault(k, []).append((int(r["step_a"]), float(r["value"])))
+        lines.setdefault(k, []).append((int(r["step_a"]), float(r["value"]), _stderr(r)))
         site = str(r.get("site_a"))
         base = f"layer {r['layer_a']}" if r.get("layer_a") is not None and site == f"hidden.{r['layer_a']}" else site
         labels[k] = (f"{r.get('model_a')} " if len(models) > 1 else "") + base
@@ -262,8 +310,9 @@ def trajectory(results: Any, *, measure: str | None = None, title: str | None = 
     cmap = colormaps[CMAP]
     keys = sorted(lines, key=lambda k: (str(k[0]), k[1], str(k[2])))
     for i, k in enumerate(keys):
-        pts = sorted(lines[k])
+        pts = sorted(lines[k], key=lambda p: (p[0], p[1]))
         colour = cmap(0.9 * i / max(1, len(keys) - 1))
+        _bands(ax, pts, colour, widths)
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", markersize=3.5, linewidth=1.6,
                 color=colour, label=labels[k])
     steps = sorted({int(r["step_a"]) for r in rows})
@@ -303,10 +352,11 @@ def render(fig: Any, fmt: ImageFormat = "png", *, dpi: int = 120) -> bytes:
 def save(fig: Any, path: str | Path, *, fmt: ImageFormat | None = None, dpi: int = 120) -> Path:
     """Write the figure; the format comes from ``fmt`` or the file suffix (.png, .svg)."""
     path = Path(path)
-    fmt = fmt or path.suffix.lstrip(".").lower()  # type: ignore[assignment]
-    if fmt not in ("png", "svg"):
+    chosen = fmt or path.suffix.lstrip(".").lower()
+    if chosen not in ("png", "svg"):
         raise InvalidInput(f"cannot tell the image format of {str(path)!r}; name it .png or .svg")
-    path.write_bytes(render(fig, fmt, dpi=dpi))  # type: ignore[arg-type]
+    image_format: ImageFormat = "png" if chosen == "png" else "svg"
+    path.write_bytes(render(fig, image_format, dpi=dpi))
     return path
 
 

@@ -141,7 +141,10 @@ def plot(store: StoreArg,
              help="trajectory: the checkpoint every other one is compared to (default: the model's "
              "checkpoint named final, else its highest step); drawn at its own step.")] = None,
          subset: SubsetOpt = None, align: AlignOpt = None, param: ParamOpt = None,
-         title: Annotated[str | None, typer.Option(help="Figure title (default: measure and n).")] = None) -> None:
+         title: Annotated[str | None, typer.Option(help="Figure title (default: measure and n).")] = None,
+         stderr: Annotated[bool, typer.Option("--stderr", help="Add jackknife standard errors (moments-route "
+                                              "measures): a band of value ± stderr around each trajectory "
+                                              "line, ± stderr in annotated heatmap cells.")] = False) -> None:
     """Plot a comparison as PNG or SVG: heatmap, trajectory or grid.
 
     Example: actdb plot ./mystore trajectory --a 'model=pythia-70m' --reference final -o trajectory.png
@@ -152,12 +155,12 @@ def plot(store: StoreArg,
         raise usage_error(f"-o {str(output)!r}: name the image .png or .svg")
     db = open_store(store, read_only=False)
     if kind == PlotKind.heatmap:
-        rows = _compute(_plan(db, a, b, [measure], "all", subset, align, param)).rows
-        fig = plots.heatmap(rows, measure=measure, title=title)
+        rows = _compute(_plan(db, a, b, [measure], "all", subset, align, param, stderr)).rows
+        fig = plots.heatmap(rows, measure=measure, title=title, show_stderr=stderr)
     elif kind == PlotKind.trajectory:
         if b is not None:
             raise usage_error("trajectory compares each checkpoint of --a to --reference; --b is not used")
-        plan = _plan(db, a, None, [measure], "to_reference", subset, align, param, reference=reference,
+        plan = _plan(db, a, None, [measure], "to_reference", subset, align, param, stderr, reference=reference,
                      include_reference=True)
         fig = plots.trajectory(_compute(plan).rows, measure=measure, title=title)
     else:
@@ -170,8 +173,8 @@ def plot(store: StoreArg,
         for model, checkpoint in checkpoints:  # one heatmap per checkpoint: A's sites vs B's, at that checkpoint
             side_a = sel_a.filter(model=model, checkpoint=checkpoint)
             side_b = (sel_a if sel_b is None else sel_b).filter(model=model, checkpoint=checkpoint)
-            rows += _compute(_plan(db, side_a, side_b, [measure], "all", subset, align, param)).rows
-        fig = plots.grid(rows, measure=measure, title=title)
+            rows += _compute(_plan(db, side_a, side_b, [measure], "all", subset, align, param, stderr)).rows
+        fig = plots.grid(rows, measure=measure, title=title, show_stderr=stderr)
     plots.save(fig, output)
     typer.echo(f"wrote {output}")
 

@@ -54,12 +54,15 @@ def plot_trajectory(db: DbDep, gate: GateDep,
                     reference: str | None = Query(None, max_length=200, description=(
                         "The checkpoint every other one is compared to (default: the model's checkpoint "
                         "named final, else its highest step); drawn at its own step.")),
-                    subset: str | None = None) -> Any:
+                    subset: str | None = None,
+                    stderr: bool = Query(False, description=(
+                        "Add jackknife standard errors over 20 row shards (moments-route measures) and "
+                        "shade value ± stderr around each line."))) -> Any:
     """A measure against training step, one line per layer, each checkpoint vs ``reference``."""
     from actdb.plots import trajectory
 
     pairs = "to_reference" if reference is None else f"to_reference:{reference}"
-    plan = dataclasses.replace(build_comparison(db, a, None, measure, pairs, subset, None, {}),
+    plan = dataclasses.replace(build_comparison(db, a, None, measure, pairs, subset, None, {}, stderr),
                                include_reference=True)
     result = gate.compute(plan)
     with _plot_lock:
