@@ -135,7 +135,7 @@ def make_engine(url: str, *, read_only: bool) -> sa.Engine:
     return engine
 
 
-_WRITE_LOCKS: dict[str, Any] = {}  # DuckDB file -> this process's write lock
+_WRITE_LOCKS: dict[str, threading.RLock] = {}  # DuckDB file -> this process's write lock
 _WRITE_LOCKS_GUARD = threading.Lock()
 
 def is_corrupt_error(exc: BaseException) -> bool:
@@ -301,8 +301,9 @@ def bulk_insert(conn: sa.Connection, table: sa.Table, data: pa.Table) -> None:
     if data.num_rows == 0:
         return
     cols = ", ".join(f'"{c}"' for c in data.column_names)
+    # the driver's own connection (duckdb's or psycopg's); SQLAlchemy types it as optional and untyped
+    raw: Any = conn.connection.driver_connection
     if conn.dialect.name == "duckdb":
-        raw = conn.connection.driver_connection
         raw.register("_actdb_bulk", data)
         try:
             raw.execute(f'INSERT INTO "{table.name}" ({cols}) SELECT {cols} FROM _actdb_bulk')
@@ -310,7 +311,6 @@ def bulk_insert(conn: sa.Connection, table: sa.Table, data: pa.Table) -> None:
             raw.unregister("_actdb_bulk")
         return
     if conn.dialect.name == "postgresql":
-        raw = conn.connection.driver_connection
         with raw.cursor() as cur, cur.copy(f'COPY "{table.name}" ({cols}) FROM STDIN') as copy:
             for row in zip(*(c.to_pylist() for c in data.columns)):
                 copy.write_row(row)

@@ -211,6 +211,6 @@ class DatasetRepository:
             rows = conn.execute(sa.select(S.example.c.example, S.example.c.text, S.example.c.label,
                                           S.example.c.split).where(S.example.c.dataset_id == ds.id)
                                 .order_by(S.example.c.example)).all()
-        cols = list(zip(*rows)) if rows else [[], [], [], []]
+        cols: list[Sequence[Any]] = list(zip(*rows)) if rows else [[], [], [], []]
         return pa.table({"example": pa.array(cols[0], pa.int32()), "text": pa.array(cols[1], pa.string()),
                          "label": pa.array(cols[2], pa.string()), "split": pa.array(cols[3], pa.string())})

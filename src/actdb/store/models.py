@@ -63,9 +63,10 @@ class ModelRepository:
             if row is None and not insert_if_absent(conn, S.model, {"name": name, "created_at": now(), **given},
                                                     ("name",)):
                 row = conn.execute(sa.select(S.model).where(S.model.c.name == name)).mappings().one()
-            fill = {} if row is None else {k: v for k, v in given.items() if v is not None and row[k] is None}
-            if fill:
-                conn.execute(S.model.update().where(S.model.c.id == row["id"]).values(**fill))
+            if row is not None:
+                fill = {k: v for k, v in given.items() if v is not None and row[k] is None}
+                if fill:
+                    conn.execute(S.model.update().where(S.model.c.id == row["id"]).values(**fill))
         return self.get(name)
 
     def get(self, name: str) -> ModelInfo:

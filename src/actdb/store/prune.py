@@ -407,7 +407,7 @@ def _measure_filter(measure: str | Iterable[str] | None) -> Any | None:
     patterns = _patterns(measure, "measure")
     if not patterns:
         return None
-    conds = []
+    conds: list[sa.ColumnElement[bool]] = []
     for p in patterns:
         if any(ch in p for ch in "*?["):
             like = p.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_").replace("*", "%").replace("?", "_")

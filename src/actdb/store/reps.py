@@ -220,7 +220,7 @@ class RepRepository:
         checksums = ChunkChecksums(row["chunk_rows"])
         done = int(row["rows_written"])
         for start in range(0, done, row["shard_rows"]):
-            block = array[start: min(done, start + row["shard_rows"])]
+            block = np.asarray(array[start: min(done, start + row["shard_rows"])])
             stats.update(block)
             checksums.update(block)
         return RepWriter(self.catalog, self.root, self.record, row["id"], n_rows=row["n_rows"], dim=row["dim"],

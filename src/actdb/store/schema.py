@@ -8,16 +8,18 @@ schema: this module is the Python-side description the code queries through.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import sqlalchemy as sa
 
 metadata = sa.MetaData()
 
 
-def _id(table: str) -> sa.Column:
+def _id(table: str) -> sa.Column[int]:
     return sa.Column("id", sa.Integer, sa.Sequence(f"{table}_id_seq"), primary_key=True)
 
 
-def _now() -> sa.Column:
+def _now() -> sa.Column[datetime]:
     return sa.Column("created_at", sa.DateTime(timezone=False), nullable=False)
 
 

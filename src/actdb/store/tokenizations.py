@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -90,5 +91,5 @@ class TokenizationRepository:
                                 .where(S.token.c.tokenization_id == tokenization_id)
                                 .order_by(S.token.c.row)).all()
         types = {"row": pa.int64(), **TOKEN_COLUMNS}
-        cols = list(zip(*rows)) if rows else [[] for _ in types]
+        cols: list[Sequence[Any]] = list(zip(*rows)) if rows else [[] for _ in types]
         return pa.table({n: pa.array(c, type=t) for (n, t), c in zip(types.items(), cols)})

@@ -17,6 +17,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import sqlalchemy as sa
 
 from actdb.errors import CorruptStore
@@ -65,7 +66,7 @@ def _seal(store: Store, row: sa.RowMapping) -> None:
     arr = zarr.open_array(store.root, path=A.rep_path(row["id"]), mode="r+")
     sums = ChunkChecksums(row["chunk_rows"])
     for start in range(0, row["n_rows"], row["shard_rows"]):
-        sums.update(arr[start: start + row["shard_rows"]])
+        sums.update(np.asarray(arr[start: start + row["shard_rows"]]))
     arr.attrs.update({REP_ATTR: int(row["id"])})
     A.seal(arr, sums.values)
 
