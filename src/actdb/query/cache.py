@@ -23,8 +23,8 @@ import numpy as np
 from actdb.errors import InvalidInput
 from actdb.query.measures import REGISTRY, get_measure
 from actdb.query.moments import Moments
-from actdb.query.tasks import RowSpace, Task, params_hash
 from actdb.query.storage import Storage
+from actdb.query.tasks import RowSpace, Task, params_hash
 from actdb.store.records import RepRecord, ResultValue
 
 Value = ResultValue  # the executor's name for a computed value

@@ -16,8 +16,8 @@ import numpy as np
 from actdb.errors import InvalidInput
 
 if TYPE_CHECKING:
-    from actdb.query.storage import Storage
     from actdb.query.rows import Source
+    from actdb.query.storage import Storage
     from actdb.store.records import RepRecord
 
 
@@ -52,7 +52,8 @@ def dask_moments(storage: Storage, reps: list[RepRecord], sources: list[Source],
     from actdb.query.moments import Moments
 
     if any(s.matrix is not None for s in sources):
-        raise InvalidInput("the dask executor streams stored rows; aligned (pooled) row spaces run with executor='local'")
+        raise InvalidInput("the dask executor streams stored rows; aligned (pooled) row spaces run with "
+                           "executor='local'")
     specs = [{"location": storage.array_location(r)[0],
               "storage_options": storage.array_location(r)[1], "path": r.path, "rep_id": r.rep_id,
               "n_rows": r.n_rows, "dim": r.dim, "dtype": r.dtype, "chunk_rows": r.chunk_rows,

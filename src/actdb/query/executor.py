@@ -26,7 +26,7 @@ import pyarrow as pa
 
 from actdb.errors import InvalidInput, MeasureError
 from actdb.progress import ComputeProgress
-from actdb.query.cache import (  # noqa: F401 - re-exported: the executor's public helpers
+from actdb.query.cache import (
     Value,
     cached_rep_keys,
     cached_values,
@@ -37,10 +37,10 @@ from actdb.query.cache import (  # noqa: F401 - re-exported: the executor's publ
 )
 from actdb.query.measures import DEFAULT_SAMPLE, DEFAULT_SHARDS, get_measure, plan_route, sample_rows
 from actdb.query.moments import Moments
-from actdb.query.tasks import RowSpace, Task
-from actdb.query.result_row import CompareRow, compare_row
 from actdb.query.passes import moments_pass, shard_edges
+from actdb.query.result_row import CompareRow, compare_row
 from actdb.query.rows import Source, build_sources
+from actdb.query.tasks import RowSpace, Task
 from actdb.store.records import RepRecord
 
 if TYPE_CHECKING:
@@ -129,7 +129,9 @@ def accumulator_bytes(dims: Sequence[int], pairs: set[PairKey] | None, skip_diag
 def _groups(reps: list[RepRecord], budget: int) -> list[list[RepRecord]]:
     """Split reps into groups whose pairwise unions keep all-pairs accumulators within budget."""
     cap = max(max(r.dim for r in reps), int(math.sqrt(budget / 18)))
-    groups, cur, width = [], [], 0
+    groups: list[list[RepRecord]] = []
+    cur: list[RepRecord] = []
+    width = 0
     for r in reps:
         if cur and width + r.dim > cap:
             groups.append(cur)
@@ -141,7 +143,7 @@ def _groups(reps: list[RepRecord], budget: int) -> list[list[RepRecord]]:
     return groups
 
 
-def _block_rows(reps: list[RepRecord], sources: dict[tuple[str, int], Source]) -> int:
+def _block_rows(reps: list[RepRecord]) -> int:
     chunk = max(r.chunk_rows for r in reps)
     width = sum(r.dim for r in reps)
     fit = max(1, BLOCK_BYTES // max(1, width * 8))
@@ -212,10 +214,10 @@ def _run_moments(storage: Storage, space: RowSpace, tasks: list[Task], sources: 
             if executor == "dask":
                 from actdb.query.distributed import dask_moments
 
-                parts = dask_moments(storage, members, srcs, _block_rows(members, sources), address, pairs=pairs,
+                parts = dask_moments(storage, members, srcs, _block_rows(members), address, pairs=pairs,
                                      skip_diag=skip, edges=edges, on_rows=on_rows)
             else:
-                parts = moments_pass(srcs, _block_rows(members, sources), pairs=pairs, skip_diag=skip, edges=edges,
+                parts = moments_pass(srcs, _block_rows(members), pairs=pairs, skip_diag=skip, edges=edges,
                                      on_rows=on_rows)
             total = parts[0] if len(parts) == 1 else sum(parts[1:], parts[0])
             total.settle()  # read-only from here: centred in place, not in a copy (memory)
@@ -342,7 +344,7 @@ def _run_gram(tasks: list[Task], sources: dict[tuple[str, int], Source], budget:
 
 
 def _sample_extra(rs: Any, seed: int) -> dict[str, Any]:
-    return {"sample": {"size": int(len(rs.indices)), "seed": seed, "exact": bool(rs.exact)}}
+    return {"sample": {"size": len(rs.indices), "seed": seed, "exact": bool(rs.exact)}}
 
 
 def _finite(value: float, task: Task) -> float:
@@ -374,34 +376,14 @@ def run_plan(storage: Storage, tasks: list[Task], *, executor: str = "local", ad
     for t in todo.values():
         by_space[t.space].append(t)
     tracker = ComputeProgress(len(todo), progress)
-    for space, ts in by_space.items():
-        model_tasks = [t for t in ts if get_measure(t.measure).route == "model"]
-        if model_tasks:
-            from actdb.query.stitching import run_model_tasks
-
-            for key, v in run_model_tasks(storage, model_tasks).items():
+    try:
+        for space, ts in by_space.items():
+            values = _compute_space(storage, space, ts, budget=budget, executor=executor, address=address,
+                                    stderr=stderr, recompute=recompute, tracker=tracker)
+            for key, v in values.items():
                 computed[key] = (todo[key], v)
-            tracker.finish(len(model_tasks))
-        ts = [t for t in ts if get_measure(t.measure).route != "model"]
-        if not ts:
-            continue
-        reps = list({r.key: r for t in ts for r in (t.a, t.b)}.values())
-        sources = build_sources(storage, space, reps)
-        n = next(iter(sources.values())).n
-        if n < 2:
-            raise MeasureError(f"the row space {space.unit} has {n} row(s) after subset/alignment; need >= 2")
-        dims = [r.dim for r in reps]
-        mom = [t for t in ts if plan_route(get_measure(t.measure), n, dims, len(ts), stderr=stderr) == "moments"]
-        gram = [t for t in ts if t not in mom]
-        values: dict[tuple[Any, ...], Value] = {}
-        if mom:
-            values |= _run_moments(storage, space, mom, sources, budget, executor, address, stderr, recompute,
-                                   tracker)
-        if gram:
-            values |= _run_gram(gram, sources, budget, tracker)
-        for key, v in values.items():
-            computed[key] = (todo[key], v)
-    tracker.close()
+    finally:
+        tracker.close()
     store_values(storage, computed)
     rows = []
     for t in tasks:
@@ -411,6 +393,37 @@ def run_plan(storage: Storage, tasks: list[Task], *, executor: str = "local", ad
         else:
             rows.append(_row(t, computed[key][1], False))
     return ResultSet(rows)
+
+
+def _compute_space(storage: Storage, space: RowSpace, tasks: list[Task], *, budget: int, executor: str,
+                   address: str | None, stderr: bool, recompute: bool,
+                   tracker: ComputeProgress | None = None) -> dict[tuple[Any, ...], Value]:
+    """The values of the uncached ``tasks`` of one row space: model-route measures by running
+    the models, the rest from one read of the reps' rows, each on its planned route."""
+    values: dict[tuple[Any, ...], Value] = {}
+    model_tasks = [t for t in tasks if get_measure(t.measure).route == "model"]
+    if model_tasks:
+        from actdb.query.stitching import run_model_tasks
+
+        values |= run_model_tasks(storage, model_tasks)
+        if tracker is not None:
+            tracker.finish(len(model_tasks))
+    ts = [t for t in tasks if get_measure(t.measure).route != "model"]
+    if not ts:
+        return values
+    reps = list({r.key: r for t in ts for r in (t.a, t.b)}.values())
+    sources = build_sources(storage, space, reps)
+    n = next(iter(sources.values())).n
+    if n < 2:
+        raise MeasureError(f"the row space {space.unit} has {n} row(s) after subset/alignment; need >= 2")
+    dims = [r.dim for r in reps]
+    mom = [t for t in ts if plan_route(get_measure(t.measure), n, dims, len(ts), stderr=stderr) == "moments"]
+    gram = [t for t in ts if t not in mom]
+    if mom:
+        values |= _run_moments(storage, space, mom, sources, budget, executor, address, stderr, recompute, tracker)
+    if gram:
+        values |= _run_gram(gram, sources, budget, tracker)
+    return values
 
 
 def check_stderr(measures: Any) -> None:

@@ -79,9 +79,7 @@ def parse_filter(key: str, value: Any) -> Match:
         elif isinstance(v, bool) or v is None:
             raise InvalidInput(f"filter {key}={v!r} is not a value actdb can match")
         elif key in NUMBER_KEYS:
-            if isinstance(v, int):
-                out.append(v)
-            elif isinstance(v, str) and _GLOB.search(v):
+            if isinstance(v, int) or (isinstance(v, str) and _GLOB.search(v)):
                 out.append(v)
             else:
                 try:

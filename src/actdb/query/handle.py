@@ -42,7 +42,7 @@ class RepHandle:
     ``db.reps()`` used to yield keeps working. Nothing is read when a handle is made.
     """
 
-    __slots__ = ("record", "_storage")
+    __slots__ = ("_storage", "record")
 
     def __init__(self, record: RepRecord, storage: Storage):
         self.record = record
@@ -128,7 +128,7 @@ class RepHandle:
             return slice(0, n)
         if isinstance(rows, slice):
             for bound in (rows.start, rows.stop):
-                if bound is not None and (not isinstance(bound, numbers.Integral) or not -n <= bound <= n):
+                if bound is not None and (not isinstance(bound, numbers.Integral) or not -n <= int(bound) <= n):
                     raise InvalidInput(f"rows={rows!r} is out of range for {self.record.label()} ({n} rows); "
                                        f"give bounds between {-n} and {n}")
             start, stop, step = rows.indices(n)
@@ -175,6 +175,8 @@ class RepHandle:
         table = self.tokens().select(["example", "position"])
         ex = table.column("example").to_numpy().astype(np.int64)
         pos = table.column("position").to_numpy().astype(np.int64)
+        if r.n_examples is None:  # every record read from a catalog has it
+            raise InvalidInput(f"{r.label()} does not say how many examples its dataset has; by_example() needs it")
         batch, max_pos = r.n_examples, int(pos.max()) + 1 if len(pos) else 0
         out_dtype = np.dtype(dtype) if dtype is not None else self.array().value_dtype
         size = batch * max_pos * r.dim * out_dtype.itemsize
@@ -184,7 +186,7 @@ class RepHandle:
         if len(pos) and pos.min() < 0:
             raise InvalidInput(f"{r.label()} has a negative token position; by_example() needs positions >= 0")
         values = np.zeros((batch, max_pos, r.dim), dtype=out_dtype)
-        mask = np.zeros((batch, max_pos), dtype=bool)
+        mask = np.zeros((batch, max_pos), dtype=np.bool_)
         if len(ex) and np.unique(ex * max_pos + pos).size != len(ex):
             raise InvalidInput(f"{r.label()}'s token table repeats an (example, position) pair; by_example() "
                                "cannot place two rows in one cell: use to_numpy() and tokens() instead")

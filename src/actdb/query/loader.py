@@ -38,8 +38,8 @@ from actdb.errors import InvalidInput
 from actdb.store.arrays import RepArray, open_root, read_threads
 
 if TYPE_CHECKING:
-    from actdb.query.storage import Storage
     from actdb.query.selection import Selection
+    from actdb.query.storage import Storage
     from actdb.store.records import RepRecord
 
 LABEL_COLUMNS = ("label", "split")
@@ -48,8 +48,9 @@ TOKEN_COLUMNS = ("row", "example", "position", "token_id")
 """Integer columns a loader can yield beside the activations (``columns=``); example-level
 reps have ``row`` and ``example`` only."""
 DEFAULT_BUFFER_ROWS = 1 << 14
-_NUMPY_OUT = {torch.float32: np.dtype(np.float32), torch.float16: np.dtype(np.float16),
-              torch.float64: np.dtype(np.float64)}  # bfloat16 is cast from float32 per batch
+# bfloat16 is cast from float32 per batch
+_NUMPY_OUT: dict[torch.dtype, np.dtype[Any]] = {
+    torch.float32: np.dtype(np.float32), torch.float16: np.dtype(np.float16), torch.float64: np.dtype(np.float64)}
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
            "float64": torch.float64}
 

@@ -13,17 +13,19 @@ checkpoint's layers against another's), else rep labels
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 
 from actdb.errors import InvalidInput
 
 _IDENTITY = ("store", "model", "checkpoint", "step", "site", "layer", "pooling", "rep_id")
+#: A computed row: :class:`~actdb.query.result_row.CompareRow`, or the same keys as a plain dict.
+Row = TypeVar("Row", bound=Mapping[str, Any])
 
 
-def pick_measure(rows: Sequence[dict[str, Any]], measure: str | None) -> tuple[str, list[dict[str, Any]]]:
+def pick_measure(rows: Sequence[Row], measure: str | None) -> tuple[str, list[Row]]:
     """The rows of one measure (``measure``, or the only one the rows hold)."""
     if not rows:
         raise InvalidInput("the results are empty: nothing to lay out (check the selections' filters)")
@@ -39,7 +41,7 @@ def pick_measure(rows: Sequence[dict[str, Any]], measure: str | None) -> tuple[s
     return measure, picked
 
 
-def _side(row: dict[str, Any], side: str) -> dict[str, Any]:
+def _side(row: Mapping[str, Any], side: str) -> dict[str, Any]:
     return {k: row.get(f"{k}_{side}") for k in _IDENTITY}
 
 
@@ -71,7 +73,7 @@ def _named(idents: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-def layout(rows: Sequence[dict[str, Any]], measure: str | None = None) -> dict[str, Any]:
+def layout(rows: Sequence[Mapping[str, Any]], measure: str | None = None) -> dict[str, Any]:
     """The matrix of one measure: ``values`` (len(a), len(b)) float64 (NaN where neither the
     pair nor, for a symmetric measure, its mirror was computed), ``a``/``b`` labels,
     ``a_reps``/``b_reps`` (each rep's identity), ``measure``, ``kind``, ``layered``."""
@@ -119,7 +121,7 @@ def layout(rows: Sequence[dict[str, Any]], measure: str | None = None) -> dict[s
             "measure": measure, "kind": spec.kind, "layered": layered}
 
 
-def matrix_frame(rows: Sequence[dict[str, Any]], measure: str | None = None) -> Any:
+def matrix_frame(rows: Sequence[Mapping[str, Any]], measure: str | None = None) -> Any:
     """A pandas DataFrame: index ``a`` (A-side reps), columns ``b`` (B-side reps)."""
     import pandas as pd
 
@@ -130,7 +132,7 @@ def matrix_frame(rows: Sequence[dict[str, Any]], measure: str | None = None) -> 
     return frame
 
 
-def matrix_xarray(rows: Sequence[dict[str, Any]], measure: str | None = None) -> Any:
+def matrix_xarray(rows: Sequence[Mapping[str, Any]], measure: str | None = None) -> Any:
     """An ``xarray.DataArray`` with dims ``(a, b)``: the matrix, labelled by rep (layer numbers
     or rep labels), each rep's model, checkpoint, step, site, layer, pooling and rep_id as
     coordinates along its dim (``model_a``, ``layer_b``, ...)."""

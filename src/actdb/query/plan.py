@@ -8,6 +8,7 @@ cached, what would be read, the route and the estimated flops, from the catalog 
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -19,11 +20,11 @@ from actdb.query.tasks import ALIGNS, PAIR_MODES, RowSpace, Task, row_space
 from actdb.store.records import RepRecord
 
 if TYPE_CHECKING:
-    from actdb.query.selection import Selection
     import pandas as pd
     import pyarrow as pa
 
     from actdb.query.executor import ResultSet
+    from actdb.query.selection import Selection
 
 def _pairs(a: list[RepRecord], b: list[RepRecord] | None, mode: str, reference: str | None,
            include_reference: bool = False) -> list[tuple[RepRecord, RepRecord]]:
@@ -48,7 +49,7 @@ def _pairs(a: list[RepRecord], b: list[RepRecord] | None, mode: str, reference: 
                 raise InvalidInput(f"pairs='consecutive' orders checkpoints by step; checkpoints {missing} "
                                    "have no step number")
             reps.sort(key=lambda r: r.step)  # type: ignore[arg-type, return-value]
-            out += list(zip(reps, reps[1:]))
+            out += list(itertools.pairwise(reps))
         return out
     if mode == "to_reference":
         return _reference_pairs(a, other, reference, include_reference)
@@ -108,9 +109,9 @@ def _reference_pairs(a: list[RepRecord], other: list[RepRecord], reference: str 
         known = sorted({r.checkpoint for r in other})
         from actdb.errors import close_matches
 
-        shown = reference if reference is not None else "/".join(sorted(set(names.values())))
-        raise NeedsOption(f"pairs='to_reference' found no reps at reference checkpoint {shown!r} "
-                          f"({close_matches(str(shown), known)}); name another with {{fix}}", REFERENCE_FIXES)
+        named = reference if reference is not None else "/".join(sorted(set(names.values())))
+        raise NeedsOption(f"pairs='to_reference' found no reps at reference checkpoint {named!r} "
+                          f"({close_matches(named, known)}); name another with {{fix}}", REFERENCE_FIXES)
     out = []
     for r in a:
         ref = refs.get((r.store, r.model, r.dataset, r.site, r.pooling, r.tokenizer))
@@ -191,7 +192,7 @@ class Comparison:
 
     def explain(self, *, show: bool = True) -> str:
         """What compute() would do, from the catalog alone (reads no array)."""
-        from actdb.query.executor import cached_rep_keys, cached_values
+        from actdb.query.cache import cached_rep_keys, cached_values
 
         tasks = self.tasks()
         cached = cached_values(self._storage, tasks, stderr=self.stderr)
@@ -204,7 +205,8 @@ class Comparison:
                  f"({', '.join(self.measures)}), pairs={self.pairs}"
                  + (f", reference={self.reference or 'final, else the highest step'}"
                     if self.pairs == "to_reference" else "")
-                 + (f", subset={self.subset!r}" if self.subset else "") + (f", align={self.align}" if self.align else "")
+                 + (f", subset={self.subset!r}" if self.subset else "")
+                 + (f", align={self.align}" if self.align else "")
                  + (", stderr (jackknife)" if self.stderr else ""),
                  f"  cached: {len(tasks) - len(todo)} of {len(tasks)} values"]
         if todo:

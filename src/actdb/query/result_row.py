@@ -10,7 +10,7 @@ and stitching returns.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from typing_extensions import TypedDict
 
@@ -53,12 +53,14 @@ class CompareRow(TypedDict):
 
 
 def compare_row(task: Task, kind: str, v: ResultValue, cached: bool) -> CompareRow:
-    """The row of ``task`` (a measure of ``kind`` on one pair) with value ``v``."""
-    sides: dict[str, Any] = {}
-    for side, rep in (("a", task.a), ("b", task.b)):
-        for k, val in rep.describe().items():
-            sides[f"{k}_{side}"] = val
+    """The row of ``task`` (a measure of ``kind`` on one pair) with value ``v``; each side's
+    columns are the fields of :meth:`~actdb.store.records.RepRecord.describe`, suffixed."""
+    a, b = task.a, task.b
     return CompareRow(
-        measure=task.measure, kind=kind, value=v.value, stderr=v.stderr, n=v.n, **sides,
+        measure=task.measure, kind=kind, value=v.value, stderr=v.stderr, n=v.n,
+        model_a=a.model, checkpoint_a=a.checkpoint, step_a=a.step, site_a=a.site, layer_a=a.layer,
+        pooling_a=a.pooling, rep_id_a=a.id, store_a=a.store,
+        model_b=b.model, checkpoint_b=b.checkpoint, step_b=b.step, site_b=b.site, layer_b=b.layer,
+        pooling_b=b.pooling, rep_id_b=b.id, store_b=b.store,
         dataset=task.a.dataset, subset=task.space.subset, align=task.space.align, route=v.route, cached=cached,
         seconds=v.seconds, params=json.dumps(task.params_dict, sort_keys=True))

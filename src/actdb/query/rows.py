@@ -73,7 +73,8 @@ def _check_predicate(predicate: str) -> str:
     except sqlglot.errors.SqlglotError as exc:
         raise InvalidInput(f"subset {predicate!r} does not parse: {str(exc).splitlines()[0]}") from None
     where = tree.args.get("where")
-    if not isinstance(tree, exp.Select) or where is None or tree.args.get("from_") is None and tree.args.get("from") is None:
+    no_from = tree.args.get("from_") is None and tree.args.get("from") is None
+    if not isinstance(tree, exp.Select) or where is None or no_from:
         raise UnsafeQuery(f"subset {predicate!r} is not a plain predicate")
     allowed = set(TOKEN_COLUMNS) | set(EXAMPLE_COLUMNS)
     for node in where.walk():
@@ -89,10 +90,10 @@ def _check_predicate(predicate: str) -> str:
             if name not in _SAFE_FUNCS:
                 raise UnsafeQuery(f"subset {predicate!r} calls {name}(), which is not allowed; allowed functions: "
                                   + ", ".join(sorted(_SAFE_FUNCS)))
-        if isinstance(node, exp.Column):
-            if node.table or node.name not in allowed:
-                raise InvalidInput(f"subset column {node.sql()!r} is unknown; columns: {', '.join(sorted(allowed))}")
-    return where.this.sql(dialect="duckdb")
+        if isinstance(node, exp.Column) and (node.table or node.name not in allowed):
+            raise InvalidInput(f"subset column {node.sql()!r} is unknown; columns: {', '.join(sorted(allowed))}")
+    sql: str = where.this.sql(dialect="duckdb")
+    return sql
 
 
 def _evaluate(predicate: str, table: pa.Table, key: str) -> np.ndarray:

@@ -49,7 +49,7 @@ def row_space(a: RepRecord, b: RepRecord, subset: str | None, align: str | None)
             f"hash {a.dataset_hash[:19]}..., dataset {b.dataset!r} has {b.dataset_hash[:19]}...; "
             "compare reps of the same texts (same dataset contents)")
     if align is not None:
-        return RowSpace(a.dataset_hash, align if align == "word" else align, subset, align)
+        return RowSpace(a.dataset_hash, align, subset, align)
     if a.pooling != b.pooling and "token" in (a.pooling, b.pooling):
         raise InvalidInput(
             f"{a.label()} is {a.pooling}-level and {b.label()} is {b.pooling}-level; pass "

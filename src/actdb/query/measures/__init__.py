@@ -31,9 +31,9 @@ from actdb.query.measures._spec import REGISTRY, Imported, ImportedParams, Measu
 from actdb.query.moments import Moments, PairMoments, Precision
 
 __all__ = [
-    "REGISTRY", "Imported", "ImportedParams", "MeasureResult", "MeasureSpec", "Moments", "PairMoments",
-    "Prepared", "RowSample", "choose_route", "cka_from_grams", "debiased_cka", "evaluate", "get_measure",
-    "gulp", "hsic", "jackknife_stderr", "knn_overlap", "linear_cka", "linear_regression", "mean_cca",
+    "DEFAULT_SAMPLE", "DEFAULT_SHARDS", "REGISTRY", "Imported", "ImportedParams", "MeasureResult", "MeasureSpec",
+    "Moments", "PairMoments", "Prepared", "RowSample", "choose_route", "cka_from_grams", "debiased_cka", "evaluate",
+    "get_measure", "gulp", "hsic", "jackknife_stderr", "knn_overlap", "linear_cka", "linear_regression", "mean_cca",
     "plan_route", "procrustes", "pwcca", "rbf_cka", "rdm", "register", "rsa", "sample_rows", "svcca",
 ]
 

@@ -49,7 +49,7 @@ def _centre_gram(k: np.ndarray) -> np.ndarray:
     return out
 
 
-def hsic(k: np.ndarray, l: np.ndarray, debiased: bool = False) -> float:
+def hsic(k: np.ndarray, l: np.ndarray, debiased: bool = False) -> float:  # noqa: E741 - the papers' K, L
     """HSIC of two ``(m, m)`` kernel matrices: biased ``tr(KHLH)/(m−1)²`` (Gretton et al. 2005)
     or the unbiased estimator of Song et al. (2012) (needs m ≥ 4)."""
     m = int(k.shape[0])
@@ -65,7 +65,7 @@ def hsic(k: np.ndarray, l: np.ndarray, debiased: bool = False) -> float:
     return float(t / (m * (m - 3)))
 
 
-def cka_from_grams(k: np.ndarray, l: np.ndarray, debiased: bool = False) -> float:
+def cka_from_grams(k: np.ndarray, l: np.ndarray, debiased: bool = False) -> float:  # noqa: E741 - K, L
     """``HSIC(K, L) / √(HSIC(K, K)·HSIC(L, L))`` (Kornblith et al. 2019)."""
     kk, ll = hsic(k, k, debiased), hsic(l, l, debiased)
     if not (kk > 0 and ll > 0):

@@ -97,7 +97,8 @@ def _whitener(s: np.ndarray, keep: float | None = None) -> tuple[np.ndarray, np.
     return evecs[:, :k] / np.sqrt(evals[:k]), evals[:k]
 
 
-def _cca(pm: PairMoments, keep: float | None, measure: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _cca(pm: PairMoments, keep: float | None,
+         measure: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Canonical correlations ρ (descending) and whiteners/singular vectors for CCA.
 
     ``ρ = σ(W_xᵀ Sxy W_y)``, the singular values of the whitened cross-covariance;
@@ -146,10 +147,7 @@ def pwcca_from_moments(pm: PairMoments, weights: str = "x") -> float:
     if side == "smaller":
         side = "x" if pm.dims[0] <= pm.dims[1] else "y"
     k = rho.size
-    if side == "x":
-        proj = pm.sxx @ (wx @ u[:, :k])
-    else:
-        proj = pm.syy @ (wy @ vt[:k].T)
+    proj = pm.sxx @ (wx @ u[:, :k]) if side == "x" else pm.syy @ (wy @ vt[:k].T)
     alpha = np.abs(proj).sum(axis=0)
     return float(np.sum(alpha * rho) / np.sum(alpha))
 

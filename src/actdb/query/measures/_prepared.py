@@ -25,7 +25,7 @@ def _centred_kernel(k: np.ndarray) -> tuple[np.ndarray, float]:
     return kc, float(np.sqrt(np.sum(kc * kc)))
 
 
-def _compare_kernels(sx: Any, sy: Any, params: Mapping[str, Any]) -> float:
+def _compare_kernels(sx: Any, sy: Any, _params: Mapping[str, Any]) -> float:
     (kx, nx), (ky, ny) = sx, sy
     if not (nx > 0 and ny > 0):
         raise MeasureError("CKA is undefined: a Gram matrix has no (positive) centred energy — one side is "
@@ -55,7 +55,7 @@ def _prepare_neighbours(x: np.ndarray, params: Mapping[str, Any]) -> np.ndarray:
     return g._knn(x, k)
 
 
-def _compare_neighbours(sx: Any, sy: Any, params: Mapping[str, Any]) -> float:
+def _compare_neighbours(sx: Any, sy: Any, _params: Mapping[str, Any]) -> float:
     m, k = sx.shape
     hits = sum(np.intersect1d(a, b, assume_unique=True).size for a, b in zip(sx, sy, strict=True))
     return float(hits / (m * k))
@@ -63,8 +63,8 @@ def _compare_neighbours(sx: Any, sy: Any, params: Mapping[str, Any]) -> float:
 
 #: Linear CKA on its Gram form: the centred linear kernel and its Frobenius norm.
 LINEAR_KERNEL = Prepared(
-    key=lambda p: ("linear",),
-    prepare=lambda x, p: _centred_kernel(g.linear_gram(x)),
+    key=lambda _p: ("linear",),
+    prepare=lambda x, _p: _centred_kernel(g.linear_gram(x)),
     compare=_compare_kernels,
 )
 #: RBF CKA (biased HSIC only): the centred RBF kernel and its Frobenius norm.
@@ -78,7 +78,7 @@ RBF_KERNEL = Prepared(
 RDM_TRIANGLE = Prepared(
     key=lambda p: ("rsa", p["rdm_method"], p["compare"]),
     prepare=_prepare_rdm,
-    compare=lambda sx, sy, p: float(np.clip(sx @ sy, -1.0, 1.0)),
+    compare=lambda sx, sy, _p: float(np.clip(sx @ sy, -1.0, 1.0)),
 )
 #: kNN overlap: each row's k nearest neighbours.
 NEIGHBOURS = Prepared(

@@ -124,7 +124,7 @@ class Prepared:
     key: Callable[[Mapping[str, Any]], tuple[Any, ...]]
     prepare: Callable[[np.ndarray, Mapping[str, Any]], Any]
     compare: Callable[[Any, Any, Mapping[str, Any]], float]
-    applies: Callable[[Mapping[str, Any]], bool] = lambda params: True
+    applies: Callable[[Mapping[str, Any]], bool] = lambda _params: True
 
 
 @dataclass(frozen=True, kw_only=True)
