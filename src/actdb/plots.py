@@ -339,6 +339,88 @@ def trajectory(results: Any, *, measure: str | None = None, title: str | None = 
     return fig
 
 
+# --------------------------------------------------------------------- probes
+def _probe_rows(probes: Any) -> list[dict[str, Any]]:
+    """Rows of ``Selection.probe(...)`` (a DataFrame), of ``SELECT * FROM probes`` (Arrow) or dicts."""
+    if hasattr(probes, "to_dict") and hasattr(probes, "columns"):  # pandas.DataFrame
+        return list(probes.to_dict("records"))
+    return _rows(probes)
+
+
+def probe(probes: Any, *, by: str = "layer", title: str | None = None, ax: Any = None) -> Any:
+    """Probe accuracy by layer (one line per checkpoint, ``by="layer"``) or by training step
+    (one line per layer, ``by="step"``): when, and where, a label becomes linearly decodable.
+
+    ``probes``: the DataFrame ``Selection.probe(...)`` returns, or the rows of the ``probes``
+    view (of one label and method; filter the others out first). ``ax``: draw into this
+    matplotlib Axes instead of a new figure; the Axes' figure is returned."""
+    if by not in ("layer", "step"):
+        raise InvalidInput(f"by={by!r}: choose 'layer' (x: layer, a line per checkpoint) or 'step' (x: training "
+                           "step, a line per layer)")
+    rows = _probe_rows(probes)
+    if not rows:
+        raise InvalidInput("no probe results to plot: run Selection.probe(...) first (or check the filters)")
+    for column in ("label", "method"):
+        if len({r.get(column) for r in rows}) > 1:
+            seen = sorted({str(r.get(column)) for r in rows})
+            raise InvalidInput(f"the probe results mix several {column}s ({seen}); plot one {column} at a time")
+    x_key = by
+    rows = [r for r in rows if r.get(x_key) is not None and not _is_nan(r.get(x_key))]
+    if not rows:
+        raise InvalidInput(f"by={by!r} needs reps with {by} numbers; these have none (try by="
+                           f"{'step' if by == 'layer' else 'layer'!r})")
+    models = {r.get("model") for r in rows}
+    lines: dict[tuple[Any, ...], list[tuple[int, float]]] = {}
+    labels: dict[tuple[Any, ...], str] = {}
+    for r in rows:
+        if by == "layer":
+            k: tuple[Any, ...] = (str(r.get("model")), r.get("step") if r.get("step") is not None else -1,
+                                  str(r.get("checkpoint")))
+            text = str(r.get("checkpoint"))
+        else:
+            k = (str(r.get("model")), r.get("layer") if r.get("layer") is not None else -1, str(r.get("site")))
+            text = f"layer {r['layer']}" if r.get("layer") is not None else str(r.get("site"))
+        lines.setdefault(k, []).append((int(r[x_key]), float(r["accuracy"])))
+        labels[k] = (f"{r.get('model')} " if len(models) > 1 else "") + text
+    from matplotlib import colormaps
+
+    if ax is None:
+        fig = new_figure(7.5, 4.8)
+        ax = fig.add_subplot()
+    else:
+        fig = _figure_of(ax)
+    cmap = colormaps[CMAP]
+    keys = sorted(lines, key=lambda k: (k[0], float(k[1]) if not _is_nan(k[1]) else -1.0, k[2]))
+    for i, k in enumerate(keys):
+        pts = sorted(lines[k])
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", markersize=3.5, linewidth=1.6,
+                color=cmap(0.9 * i / max(1, len(keys) - 1)), label=labels[k])
+    if by == "step":
+        steps = sorted({int(r["step"]) for r in rows})
+        positive = [s for s in steps if s > 0]
+        if len(positive) >= 2 and positive[-1] / positive[0] >= 100 and steps[0] <= 0:
+            ax.set_xscale("symlog", linthresh=positive[0])
+        elif len(positive) >= 2 and positive[-1] / positive[0] >= 100:
+            ax.set_xscale("log")
+    ax.set_ylim(-0.02, 1.02)
+    model_text = f" ({next(iter(models))})" if len(models) == 1 else ""
+    ax.set_xlabel(("layer" if by == "layer" else "training step") + model_text)
+    ax.set_ylabel("held-out accuracy")
+    first = rows[0]
+    folds = {r.get("folds") for r in rows}
+    fold_text = f", {folds.pop()}-fold" if len(folds) == 1 else ""
+    ax.set_title(title if title is not None else
+                 f"{first.get('method')} probe of {first.get('label')!r} by {by} ({_n_text(rows)}{fold_text})")
+    ax.grid(True, alpha=0.3)
+    ax.legend(title="checkpoint" if by == "layer" else "layer", fontsize=8, loc="best",
+              ncol=2 if len(keys) > 8 else 1)
+    return fig
+
+
+def _is_nan(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
 # --------------------------------------------------------------------- output
 def render(fig: Any, fmt: ImageFormat = "png", *, dpi: int = 120) -> bytes:
     """The figure as PNG or SVG bytes."""

@@ -20,6 +20,7 @@ OPERATIONS = [
     ("GET", "/healthz"), ("GET", "/v1/info"), ("GET", "/v1/models"), ("GET", "/v1/checkpoints"), ("GET", "/v1/reps"),
     ("POST", "/v1/compare"), ("GET", "/v1/results"), ("POST", "/v1/sql"), ("GET", "/v1/plot/heatmap.png"),
     ("GET", "/v1/plot/trajectory.png"), ("GET", "/v1/reps/{rep_id}/rows"), ("GET", "/v1/reps/{rep_id}/tokens"),
+    ("POST", "/v1/probe"),
 ]
 EXAMPLES = 25  # per operation (8 for plots); the whole file runs in ~20 s
 # Not checked: "positive_data_acceptance" (every schema-valid request gets a 2xx). Filter

@@ -187,3 +187,20 @@ def test_example_level_reps_and_shuffled_folds(tmp_path):
     folds = probe_mod.assign_folds(np.arange(N_EX), 3, shuffle=True, seed=2)
     assert sorted(np.bincount(folds).tolist()) == [20, 20, 20]
     assert folds.tolist() != sorted(folds.tolist())
+
+
+def test_readme_probe_example_runs(tmp_path, monkeypatch):
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    python = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
+    sql = [b for b in re.findall(r"```sql\n(.*?)```", readme, flags=re.S) if "FROM probes" in b]
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(python[0], "README.md", "exec"), scope)  # the quickstart (our own README)
+    exec(compile(next(b for b in python if ".probe(" in b), "README.md", "exec"), scope)
+    probes = scope["probes"]
+    assert len(probes) == 6 and set(probes["layer"]) == {0, 1, 2} and not probes["cached"].any()
+    rows = scope["db"].sql(sql[0].strip().rstrip(";")).to_pylist()
+    assert [(r["layer"], r["step"]) for r in rows] == [(0, 100), (0, 1000), (1, 100), (1, 1000), (2, 100), (2, 1000)]

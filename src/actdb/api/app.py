@@ -26,7 +26,7 @@ from actdb import errors as E
 from actdb._version import __version__
 from actdb.api.gate import Gate
 from actdb.api.json_body import JsonBody
-from actdb.api.routes import catalog, compare, meta, plots, rows, sql
+from actdb.api.routes import catalog, compare, meta, plots, probe, rows, sql
 from actdb.api.routes.deps import Limits, require_key
 from actdb.api.routes.rows import TooLarge
 
@@ -137,6 +137,6 @@ def create_app(store: str | Path | actdb.Database, *, api_key: str | None = None
     app.include_router(meta.docs, dependencies=[] if public_docs else auth)
     app.include_router(meta.health)
     for router in (meta.router, catalog.router, rows.router(limits), compare.router(limits), sql.router,
-                   plots.router):
+                   plots.router, probe.router()):
         app.include_router(router, prefix="/v1", dependencies=auth)
     return app

@@ -180,3 +180,47 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
             422: "Malformed request",
             503: "Store busy"}
     return {c: {"model": ErrorOut, "description": text[c]} for c in codes}
+
+
+class ProbeRequest(BaseModel):
+    """The body of ``POST /v1/probe``: ``db.reps(**a).probe(label=..., method=..., folds=..., ...)``."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"a": "model=pythia-70m,site=hidden.*", "label": "label", "method": "ridge", "folds": 5}]})
+
+    a: Selection = Field(default="", description="The reps to probe: a filter string ('model=x,site=hidden.*') or "
+                                                 "an object of filters (a list = alternatives).")
+    label: Literal["label", "split"] = Field(default="label", description="The example column to decode.")
+    method: Literal["ridge", "logistic"] = Field(default="ridge", description="ridge (streaming moments, all "
+                                                 "rows) | logistic (scikit-learn on a seeded row sample).")
+    folds: int = Field(default=5, ge=2, le=100, description="Cross-validation folds (of examples).")
+    ridge: float = Field(default=1e-3, ge=0, le=1e6, description="ridge: penalty relative to trace(XᵀX)/d.")
+    sample: int = Field(default=4096, ge=2, le=1_000_000, description="logistic: rows sampled (seeded).")
+    seed: int = Field(default=0, ge=0, le=2**32 - 1, description="The row sample's (and shuffled folds') seed.")
+    shuffle: bool = Field(default=False, description="Seeded random folds instead of contiguous runs of examples.")
+    C: float = Field(default=1.0, gt=0, le=1e6, description="logistic: inverse regularisation strength.")
+    subset: str | None = Field(default=None, description="SQL predicate over token/example columns.")
+
+
+class ProbeRow(BaseModel):
+    """One rep's cross-validated probe."""
+
+    rep_id: int
+    model: str
+    checkpoint: str
+    step: int | None = None
+    site: str
+    layer: int | None = None
+    dataset: str
+    label: str
+    method: str
+    accuracy: float = Field(description="Held-out accuracy (argmax of the class scores), over n rows.")
+    n: int
+    folds: int
+    cached: bool
+
+
+class ProbeOut(BaseModel):
+    """One row per rep of the selection."""
+
+    rows: list[ProbeRow]

@@ -54,6 +54,7 @@ class PlotKind(StrEnum):
     heatmap = "heatmap"
     trajectory = "trajectory"
     grid = "grid"
+    probe = "probe"
 
 
 class ExportFormat(StrEnum):
@@ -133,28 +134,40 @@ def compare(store: StoreArg, a: AOpt = "", b: BOpt = None, measure: MeasureOpt =
 @app.command()
 def plot(store: StoreArg,
          kind: Annotated[PlotKind, typer.Argument(help="heatmap (site x site of A vs B) | trajectory (measure vs "
-                                                  "step, one line per layer) | grid (one heatmap per checkpoint)")],
+                                                  "step, one line per layer) | grid (one heatmap per checkpoint) | "
+                                                  "probe (probe accuracy by layer or step; --label, --method)")],
          output: Annotated[Path, typer.Option("--output", "-o", help="Image file: .png or .svg.")],
          a: AOpt = "", b: BOpt = None,
          measure: Annotated[str, typer.Option("--measure", "-m", help="Measure name.")] = "linear_cka",
          reference: Annotated[str | None, typer.Option(
              help="trajectory: the checkpoint every other one is compared to (default: the model's "
              "checkpoint named final, else its highest step); drawn at its own step.")] = None,
+         label: Annotated[str, typer.Option(help="probe: the example column to decode (label or split).")
+                          ] = "label",
+         method: Annotated[str, typer.Option(help="probe: ridge (streaming, all rows) | logistic (scikit-learn, "
+                                             "a row sample).")] = "ridge",
+         folds: Annotated[int, typer.Option(help="probe: cross-validation folds (of examples).")] = 5,
+         by: Annotated[str, typer.Option(help="probe: x axis, layer (a line per checkpoint) or step (a line per "
+                                         "layer).")] = "layer",
          subset: SubsetOpt = None, align: AlignOpt = None, param: ParamOpt = None,
          title: Annotated[str | None, typer.Option(help="Figure title (default: measure and n).")] = None,
          stderr: Annotated[bool, typer.Option("--stderr", help="Add jackknife standard errors (moments-route "
                                               "measures): a band of value ± stderr around each trajectory "
                                               "line, ± stderr in annotated heatmap cells.")] = False) -> None:
-    """Plot a comparison as PNG or SVG: heatmap, trajectory or grid.
+    """Plot a comparison as PNG or SVG: heatmap, trajectory or grid; or probe accuracies (probe).
 
     Example: actdb plot ./mystore trajectory --a 'model=pythia-70m' --reference final -o trajectory.png
+    Example: actdb plot ./mystore probe --a 'model=pythia-70m,site=hidden.*' --label label --by step -o probe.png
     """
     from actdb import plots
 
     if output.suffix.lower() not in (".png", ".svg"):
         raise usage_error(f"-o {str(output)!r}: name the image .png or .svg")
     db = open_store(store, read_only=False)
-    if kind == PlotKind.heatmap:
+    if kind == PlotKind.probe:
+        found = _selection(db, a, "--a").probe(label=label, method=method, folds=folds, subset=subset)
+        fig = plots.probe(found, by=by, title=title)
+    elif kind == PlotKind.heatmap:
         rows = _compute(_plan(db, a, b, [measure], "all", subset, align, param, stderr)).rows
         fig = plots.heatmap(rows, measure=measure, title=title, show_stderr=stderr)
     elif kind == PlotKind.trajectory:
