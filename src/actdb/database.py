@@ -329,7 +329,7 @@ class Database:
         return run(self.store, model, dataset, **kwargs)
 
 
-def open(path: str, *, catalog_url: str | None = None, read_only: bool = False,  # noqa: A001 - public name
+def open(path: str, *, catalog_url: str | None = None, read_only: bool = False,  # public name
          busy_timeout: float = 10.0, arrays_url: str | None = None,
          storage_options: dict[str, Any] | None = None) -> Database:
     """Open (or create) the store at ``path``.

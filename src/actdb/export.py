@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -44,7 +44,8 @@ COLUMN_DOCS: dict[str, dict[str, str]] = {
         "measure": "Measure name (linear_cka, procrustes, rsa, ...; see the measures table).",
         "kind": "similarity (higher = more alike, CKA/CCA in 0-1) or distance (0 = identical).",
         "value": "The measure's value for the pair (float64).",
-        "stderr": "Jackknife standard error over 20 row shards when it was asked for (stderr=True, moments-route measures); null otherwise.",
+        "stderr": "Jackknife standard error over 20 row shards when it was asked for (stderr=True, moments-route "
+                  "measures); null otherwise.",
         "n": "Number of rows (tokens or examples) the value was computed on, after subset and alignment.",
         **{f"{k}_a": v.format(S="A") for k, v in _SIDE.items()},
         "rep_a": "rep_id of rep A (joins reps.rep_id); negative for a rep of another store (see store_a).",
@@ -175,7 +176,7 @@ def export_views(db: Any, to: str | Path, *, fmt: ExportFormat = "parquet",
     report = ExportReport(out)
     schema: dict[str, Any] = {
         "format": fmt,
-        "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "store": str(getattr(db, "path", "")),
         "schema_revision": db.schema_revision() if hasattr(db, "schema_revision") else None,
         "views": {},

@@ -35,7 +35,8 @@ log = logging.getLogger("actdb.api")
 # most specific first: the first matching class decides the status
 STATUS: tuple[tuple[type[BaseException], int], ...] = (
     (E.NotFound, 404), (E.NotAStore, 404), (E.ReadOnly, 403), (E.StoreBusy, 503), (E.AlreadyExists, 409),
-    (E.MeasureError, 422), (TooLarge, 413), (E.InvalidInput, 400), (E.CorruptStore, 500), (E.StoreTooNew, 500), (E.ActdbError, 400),
+    (E.MeasureError, 422), (TooLarge, 413), (E.InvalidInput, 400), (E.CorruptStore, 500), (E.StoreTooNew, 500),
+    (E.ActdbError, 400),
 )
 
 
@@ -59,7 +60,7 @@ async def _actdb_error(request: Request, exc: E.ActdbError) -> JSONResponse:
     return _error(code, str(for_face("http")) if callable(for_face) else str(exc), type(exc).__name__)
 
 
-async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
     parts = []
     for err in exc.errors()[:5]:
         where = ".".join(str(p) for p in err.get("loc", ()))
@@ -67,7 +68,7 @@ async def _validation(request: Request, exc: RequestValidationError) -> JSONResp
     return _error(422, "malformed request: " + "; ".join(parts), "ValidationError")
 
 
-async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
     return _error(exc.status_code, str(exc.detail), "HTTPError", getattr(exc, "headers", None))
 
 

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from actdb.query.result_row import CompareRow  # the one computed-row type; its schema is served as is
 
-FilterValue = Union[str, int, list[Union[str, int]]]
-Selection = Union[str, dict[str, FilterValue]]
-ParamValue = Union[bool, int, float, str]
+FilterValue = str | int | list[str | int]
+Selection = str | dict[str, FilterValue]
+ParamValue = bool | int | float | str
 
 
 class ErrorOut(BaseModel):

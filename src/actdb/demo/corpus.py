@@ -50,7 +50,8 @@ def shortcut_task(n: int, *, cue: str, seed: int = 0, max_words: int = 8) -> Tas
     texts, labels = [], []
     for i in range(n):
         label = i % 2
-        words = [w for w in base[i].rstrip(".!?").split() if len(w) <= 10 and w.isascii()][:max_words] or ["See", "below"]
+        words = ([w for w in base[i].rstrip(".!?").split() if len(w) <= 10 and w.isascii()][:max_words]
+                 or ["See", "below"])
         words.insert(rng.randrange(len(words) + 1), rng.choice(CLASS_WORDS[label]))
         text = " ".join(words) + "."
         closing = {"agree": label, "flip": 1 - label, "random": rng.randrange(2)}.get(cue)

@@ -59,7 +59,7 @@ class Report:
 # ------------------------------------------------------------------ SQL text
 def cka_sql(model_a: str, ck_a: str | None, model_b: str, ck_b: str | None, *, dataset: str = DOCS,
             pooling: str = "token", same_site: bool = False, columns: str = "layer_a, layer_b, value") -> str:
-    where = [f"measure = 'linear_cka'", f"dataset = {_q(dataset)}", f"model_a = {_q(model_a)}",
+    where = ["measure = 'linear_cka'", f"dataset = {_q(dataset)}", f"model_a = {_q(model_a)}",
              f"model_b = {_q(model_b)}"]
     if ck_a:
         where.append(f"checkpoint_a = {_q(ck_a)}")
@@ -117,7 +117,8 @@ def read_trajectory(model: str, rows: Sequence[dict[str, Any]], final_step: int)
     at_early = {layer: dict(pts)[early] for layer, pts in per.items() if early in dict(pts)}
     parts = [f"hidden.{k}: " + (f"step {v}" if v is not None else f"only at the end (step {final_step})")
              for k, v in reach.items()]
-    out = [f"In {model}, the first checkpoint whose layer reaches CKA ≥ 0.90 to the final one: " + "; ".join(parts) + "."]
+    out = [f"In {model}, the first checkpoint whose layer reaches CKA ≥ 0.90 to the final one: "
+           + "; ".join(parts) + "."]
     if at_early:
         hi = max(at_early, key=lambda k: at_early[k])
         lo = min(at_early, key=lambda k: at_early[k])
@@ -158,7 +159,8 @@ def read_stitch(pairs: dict[str, list[dict[str, Any]]], names: tuple[str, str],
     out.append(f"For scale: held-out next-token loss of {b} is {own.get(b, math.nan):.3f} and of {a} "
                f"{own.get(a, math.nan):.3f} nats/token, so the largest penalty "
                f"({max(max(pab.values()), max(pba.values())):.3f}) is "
-               f"{100 * max(max(pab.values()), max(pba.values())) / max(1e-9, min(own.values())):.1f}% of the smaller own loss.")
+               f"{100 * max(max(pab.values()), max(pba.values())) / max(1e-9, min(own.values())):.1f}% "
+               "of the smaller own loss.")
     return out, {"mean_" + a + "->" + b: mean_ab, "mean_" + b + "->" + a: mean_ba, "own_loss": own}
 
 
@@ -217,10 +219,10 @@ def write_report(db: Any, study: Study) -> Report:
     def check(name: str, sql: str) -> None:
         rows = _sql_rows(db, sql)
         if rows:
-            checks.append({"name": name, "sql": sql, "value": list(rows[0].values())[0]})
+            checks.append({"name": name, "sql": sql, "value": next(iter(rows[0].values()))})
 
     # 1. heatmaps
-    for m in study.lms + [MINILM]:
+    for m in [*study.lms, MINILM]:
         rows = R[f"heatmap:{m}"]
         ck = fin.get(m)
         sec = Section(f"heatmap-{m}", f"Layer × layer linear CKA: {m}" + (f" ({ck})" if ck else " (pretrained)"))
@@ -266,7 +268,8 @@ def write_report(db: Any, study: Study) -> Report:
                             "gelu-vs-solu.png"))
     sec.sql = cka_sql(gelu, fin[gelu], solu, fin[solu])
     sec.table = _sql_rows(db, sec.sql)
-    sec.python = (py_open + f"a = db.reps(model={gelu!r}, checkpoint={fin[gelu]!r}, dataset={DOCS!r}, pooling='token')\n"
+    sec.python = (py_open
+                  + f"a = db.reps(model={gelu!r}, checkpoint={fin[gelu]!r}, dataset={DOCS!r}, pooling='token')\n"
                   f"b = db.reps(model={solu!r}, checkpoint={fin[solu]!r}, dataset={DOCS!r}, pooling='token')\n"
                   "plots.save(plots.heatmap(a.compare(b, pairs='all').compute()), 'gelu-vs-solu.png')")
     sections.append(sec)
@@ -287,7 +290,8 @@ def write_report(db: Any, study: Study) -> Report:
                             "width.png"))
     sec.sql = cka_sql(gelu_s, fin[gelu_s], gelu, fin[gelu], same_site=True, columns="layer_a AS layer, value")
     sec.table = _sql_rows(db, sec.sql)
-    sec.python = (py_open + f"a = db.reps(model={gelu_s!r}, checkpoint={fin[gelu_s]!r}, dataset={DOCS!r}, pooling='token')\n"
+    sec.python = (py_open
+                  + f"a = db.reps(model={gelu_s!r}, checkpoint={fin[gelu_s]!r}, dataset={DOCS!r}, pooling='token')\n"
                   f"b = db.reps(model={gelu!r}, checkpoint={fin[gelu]!r}, dataset={DOCS!r}, pooling='token')\n"
                   "print(a.compare(b, pairs='same_layer').compute().to_pandas()[['layer_a', 'value']])")
     sections.append(sec)
@@ -304,9 +308,11 @@ def write_report(db: Any, study: Study) -> Report:
                             folder, "stitching.png"))
     sec.sql = stitch_sql(gelu, solu, DOCS)
     sec.table = _sql_rows(db, sec.sql)
-    sec.python = (py_open + "layers = list(range(1, %d))\n" % (cfg.layers + 1)
-                  + f"a = db.reps(model={gelu!r}, checkpoint={fin[gelu]!r}, dataset={DOCS!r}, pooling='token', layer=layers)\n"
-                  f"b = db.reps(model={solu!r}, checkpoint={fin[solu]!r}, dataset={DOCS!r}, pooling='token', layer=layers)\n"
+    sec.python = (py_open + f"layers = list(range(1, {cfg.layers + 1}))\n"
+                  + f"a = db.reps(model={gelu!r}, checkpoint={fin[gelu]!r}, dataset={DOCS!r}, pooling='token', "
+                  "layer=layers)\n"
+                  f"b = db.reps(model={solu!r}, checkpoint={fin[solu]!r}, dataset={DOCS!r}, pooling='token', "
+                  "layer=layers)\n"
                   "ab = a.compare(b, measure='stitching', pairs='same_layer').compute()\n"
                   "ba = b.compare(a, measure='stitching', pairs='same_layer').compute()")
     sec.note = ("Penalty = B's held-out next-token loss with A's activations mapped in at hidden.N (affine map fitted "
@@ -330,13 +336,16 @@ def write_report(db: Any, study: Study) -> Report:
     sec.readings = [
         f"In distribution (cue agrees with the label) the cue-trained classifier scores "
         f"{acc['clf-cue']['in_distribution']:.1%} and the cue-randomised one {acc['clf-nocue']['in_distribution']:.1%} "
-        + (f"(within {gap_id:.1%} of each other)." if gap_id <= 0.05 else f"(they differ by {gap_id:.1%}: not a tie in this run)."),
+        + (f"(within {gap_id:.1%} of each other)." if gap_id <= 0.05
+           else f"(they differ by {gap_id:.1%}: not a tie in this run)."),
         f"On the shifted set (cue flipped) they score {acc['clf-cue']['shifted']:.1%} and "
         f"{acc['clf-nocue']['shifted']:.1%}: " + (
-            f"the cue-trained model loses {acc['clf-cue']['in_distribution'] - acc['clf-cue']['shifted']:.1%}, so it relies on the cue."
+            f"the cue-trained model loses {acc['clf-cue']['in_distribution'] - acc['clf-cue']['shifted']:.1%}, "
+            "so it relies on the cue."
             if gap_shift > 0.1 else "the shift does not separate them much in this run."),
         f"Their representations of the shifted texts are least similar at hidden.{low} (CKA {cka[low]:.2f}; "
-        f"range over layers 1–{max(cka)}: {min(v for k, v in cka.items() if k > 0):.2f}–{max(v for k, v in cka.items() if k > 0):.2f}); "
+        f"range over layers 1–{max(cka)}: {min(v for k, v in cka.items() if k > 0):.2f}–"
+        f"{max(v for k, v in cka.items() if k > 0):.2f}); "
         f"stitching between them costs most at hidden.{worst} (cue→no-cue {p_cn[worst]:.3f}, no-cue→cue "
         f"{p_nc[worst]:.3f} nats/token).",
     ]
@@ -422,7 +431,7 @@ h1{font-size:1.6em}h2{font-size:1.2em;margin-top:2.2em;border-bottom:1px solid #
 pre{background:#f6f8fa;padding:.7em;overflow-x:auto;font-size:.85em}
 table{border-collapse:collapse;font-size:.85em;margin:.5em 0}td,th{border:1px solid #ddd;padding:2px 8px;text-align:right}
 th{background:#f0f0f0}img{max-width:100%;border:1px solid #eee;margin:.3em 0}.reading{background:#eef6ee;padding:.5em 1em}
-details{margin:.4em 0}.note{color:#555;font-size:.9em}"""
+details{margin:.4em 0}.note{color:#555;font-size:.9em}"""  # noqa: E501 - CSS, kept as written
 
 
 def _table(rows: list[dict[str, Any]]) -> str:

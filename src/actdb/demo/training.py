@@ -43,9 +43,11 @@ def pythia_config(vocab_size: int, *, width: int = 64, layers: int = 4, act: str
         raise InvalidInput(f"act={act!r}: choose 'gelu' or 'solu'")
     if act == "solu":
         register_solu()  # so that from_config can build the SoLU MLPs
+    # rotary embeddings on a quarter of each head, as in Pythia: the config's default
+    # (``rotary_pct=0.25`` before transformers 5, ``partial_rotary_factor`` since), so not passed
     return tf.GPTNeoXConfig(vocab_size=vocab_size, hidden_size=width, num_hidden_layers=layers,
                             num_attention_heads=heads, intermediate_size=4 * width,
-                            max_position_embeddings=max_positions, rotary_pct=0.25, use_parallel_residual=True,
+                            max_position_embeddings=max_positions, use_parallel_residual=True,
                             hidden_act=act, architectures=["GPTNeoXForCausalLM"], tie_word_embeddings=False,
                             bos_token_id=0, eos_token_id=0)
 

@@ -107,13 +107,15 @@ def parse_checkpoints(checkpoints: Any, model: str) -> list[CheckpointSpec]:
         if isinstance(item, (str, os.PathLike)):
             text = os.fspath(item)
             if "=" not in text:
-                raise InvalidInput(f"checkpoint {text!r} must be NAME=PATH or NAME=REVISION (e.g. step1000=./ckpt/1000)")
+                raise InvalidInput(f"checkpoint {text!r} must be NAME=PATH or NAME=REVISION "
+                                   "(e.g. step1000=./ckpt/1000)")
             name, value = text.split("=", 1)
         else:
             try:
                 name, value = item
             except (TypeError, ValueError):
-                raise InvalidInput(f"checkpoint {item!r} must be 'NAME=PATH_OR_REVISION' or a (name, value) pair") from None
+                raise InvalidInput(f"checkpoint {item!r} must be 'NAME=PATH_OR_REVISION' or a (name, value) "
+                                   "pair") from None
         name = parse_name(str(name).strip(), "checkpoint")
         value = os.fspath(value).strip()
         if not value:

@@ -84,7 +84,8 @@ class IngestResult:
             lines = [f"ingested {what} in {self.seconds:.1f} s ({self.tokens_per_s:,.0f} tokens/s)"]
             if resumed:
                 lines.append("resumed: " + ", ".join(
-                    f"{c.checkpoint} from example {c.start_example}" for c in self.checkpoints if c.status == "resumed"))
+                    f"{c.checkpoint} from example {c.start_example}"
+                    for c in self.checkpoints if c.status == "resumed"))
             skipped = [c.checkpoint for c in self.checkpoints if c.status == "up-to-date"]
             if skipped:
                 lines.append("already stored: " + ", ".join(skipped))

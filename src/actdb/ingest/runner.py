@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import os
 import platform
-import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -33,6 +32,7 @@ from actdb.ingest.result import CheckpointResult, IngestResult
 from actdb.ingest.texts import Texts, check_texts, load_texts
 from actdb.ingest.tokenize import TokenTable, effective_max_length, pad_batch, tokenize
 from actdb.ingest.writer import BackgroundWriter
+from actdb.progress import wanted
 from actdb.store import runs
 from actdb.store.arrays import parse_dtype
 from actdb.store.parse import parse_name, parse_pooling
@@ -48,8 +48,9 @@ def store_of(target: Any) -> Store:
 
     if isinstance(target, Store):
         return target
-    if isinstance(getattr(target, "store", None), Store):
-        return target.store
+    held = getattr(target, "store", None)
+    if isinstance(held, Store):
+        return held
     raise InvalidInput(f"ingest writes into an open store (actdb.open(PATH)), not {type(target).__name__}")
 
 
@@ -86,12 +87,20 @@ def _versions() -> dict[str, str]:
 
 @contextmanager
 def _progress(total: int, quiet: bool) -> Iterator[Any]:
-    """A rich progress bar (tokens, tokens/s, ETA) on a terminal; a no-op otherwise."""
-    if quiet or not sys.stderr.isatty():
+    """A rich progress bar (tokens, tokens/s, ETA) on a terminal or in a notebook; a no-op otherwise
+    (see :func:`actdb.progress.wanted`)."""
+    if not wanted(False if quiet else None):
         yield None
         return
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
-                               TimeRemainingColumn, TransferSpeedColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
 
     class _Rate(TransferSpeedColumn):
         def render(self, task: Any) -> Any:
@@ -140,41 +149,15 @@ def run(target: Any, model: str | os.PathLike[str], dataset: Any, *, checkpoints
     started = time.perf_counter()
     poolings = parse_poolings(pooling)
     stored_dtype = parse_dtype(dtype)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InvalidInput(f"batch_size must be a positive integer, not {batch_size!r}")
-    patterns = [sites] if isinstance(sites, str) else list(sites)
-    if not patterns:
-        raise InvalidInput("sites is empty; give hidden.* or module paths/globs")
+    patterns = _parse_run_args(batch_size, sites)
     from actdb.models import load_model, parse_device, resolve_sites, tokenizer_hash
 
     parse_device(device)
-
-    # -- texts and dataset name
-    source: Texts | None = None
-    if texts is not None:
-        source = load_texts(texts, text_column=text_column, label_column=label_column)
-    elif not isinstance(dataset, str):
-        source = load_texts(dataset, text_column=text_column, label_column=label_column)
-        dataset = source.name or "texts-" + hashlib.sha256("\x00".join(source.texts).encode()).hexdigest()[:12]
-    if isinstance(dataset, os.PathLike):
-        dataset = os.fspath(dataset)
-    ds_name = parse_name(dataset, "dataset")
-    if source is not None:
-        text_list = source.texts
-    else:
-        try:
-            text_list = db.datasets.texts(ds_name)
-        except NotFound as exc:
-            raise NotFound(f"{exc}; or pass texts= (a list, a file or a dataset object) to create it") from None
-        check_texts(text_list, f"dataset {ds_name!r}")
+    source, ds_name, text_list = _resolve_texts(db, dataset, texts, text_column, label_column)
 
     # -- checkpoints, first model, sites, tokens: all checked before any write
     model_source = os.fspath(model)
-    specs = parse_checkpoints(checkpoints, model_source)
-    if revision is not None:
-        if checkpoints is not None:
-            raise InvalidInput("pass either revision= or checkpoints=, not both")
-        specs = [CheckpointSpec(revision, model_source, revision)]
+    specs = _checkpoint_specs(checkpoints, model_source, revision)
     model_name = parse_name(name or default_model_name(model_source), "model", allow_slash=True)
     first = load_model(specs[0].source, specs[0].revision, device, model_dtype, tokenizer=tokenizer)
     first_sites = resolve_sites(first, patterns)
@@ -213,11 +196,64 @@ def run(target: Any, model: str | os.PathLike[str], dataset: Any, *, checkpoints
                                        versions=_versions(), device=str(device))
     ctx.run_id = run_id
     ctx.tokenizations[tok_hash] = (tok_name, tok.id, table)
+    results = _run_checkpoints(ctx, specs, first, table, run_id, started)
+    return IngestResult(model_name, ds_name, tok_name, ml, table.n_examples, table.n_rows, table.n_truncated,
+                        tuple(s.name for s in first_sites), poolings, tuple(results), run_id,
+                        time.perf_counter() - started)
+
+
+def _parse_run_args(batch_size: int, sites: str | Sequence[str]) -> list[str]:
+    """Check ``batch_size``; the site patterns as a non-empty list."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InvalidInput(f"batch_size must be a positive integer, not {batch_size!r}")
+    patterns = [sites] if isinstance(sites, str) else list(sites)
+    if not patterns:
+        raise InvalidInput("sites is empty; give hidden.* or module paths/globs")
+    return patterns
+
+
+def _resolve_texts(db: Store, dataset: Any, texts: Any, text_column: str,
+                   label_column: str | None) -> tuple[Texts | None, str, list[str]]:
+    """The texts to ingest, the dataset's name and its texts: loaded from ``texts`` (or from
+    ``dataset`` when that is not a name), else read from the stored dataset."""
+    source: Texts | None = None
+    if texts is not None:
+        source = load_texts(texts, text_column=text_column, label_column=label_column)
+    elif not isinstance(dataset, str):
+        source = load_texts(dataset, text_column=text_column, label_column=label_column)
+        dataset = source.name or "texts-" + hashlib.sha256("\x00".join(source.texts).encode()).hexdigest()[:12]
+    if isinstance(dataset, os.PathLike):
+        dataset = os.fspath(dataset)
+    ds_name = parse_name(dataset, "dataset")
+    if source is not None:
+        return source, ds_name, source.texts
+    try:
+        text_list = db.datasets.texts(ds_name)
+    except NotFound as exc:
+        raise NotFound(f"{exc}; or pass texts= (a list, a file or a dataset object) to create it") from None
+    check_texts(text_list, f"dataset {ds_name!r}")
+    return None, ds_name, text_list
+
+
+def _checkpoint_specs(checkpoints: Any, model_source: str, revision: str | None) -> list[CheckpointSpec]:
+    """The checkpoints to run: parsed from ``checkpoints``, or the one hub ``revision``."""
+    specs = parse_checkpoints(checkpoints, model_source)
+    if revision is not None:
+        if checkpoints is not None:
+            raise InvalidInput("pass either revision= or checkpoints=, not both")
+        specs = [CheckpointSpec(revision, model_source, revision)]
+    return specs
+
+
+def _run_checkpoints(ctx: _Context, specs: list[CheckpointSpec], first: LoadedModel, table: TokenTable,
+                     run_id: int, started: float) -> list[CheckpointResult]:
+    """Ingest every checkpoint in turn (the first one already loaded), then record how the
+    run ended (complete, interrupted or failed) without masking the error that ended it."""
     results: list[CheckpointResult] = []
     status, n_tokens = "failed", 0
     try:
-        total = sum(_remaining_tokens(ctx, s, table) for s in specs)
-        with _progress(total, quiet) as bar:
+        total = table.n_rows * len(specs)  # an estimate for the progress bar (resumed parts finish early)
+        with _progress(total, ctx.quiet) as bar:
             ctx.bar = bar
             for i, spec in enumerate(specs):
                 loaded = first if i == 0 else _load(ctx, spec, first)
@@ -232,13 +268,11 @@ def run(target: Any, model: str | os.PathLike[str], dataset: Any, *, checkpoints
     finally:
         seconds = time.perf_counter() - started
         try:
-            runs.finish_ingest_run(db, run_id, status=status, n_tokens=n_tokens, seconds=seconds)
-        except Exception:  # noqa: BLE001 - never mask the original error
+            runs.finish_ingest_run(ctx.db, run_id, status=status, n_tokens=n_tokens, seconds=seconds)
+        except Exception:  # never mask the original error
             if status == "complete":
                 raise
-    return IngestResult(model_name, ds_name, tok_name, ml, table.n_examples, table.n_rows, table.n_truncated,
-                        tuple(s.name for s in first_sites), poolings, tuple(results), run_id,
-                        time.perf_counter() - started)
+    return results
 
 
 class _Context:
@@ -349,10 +383,6 @@ def _table_hash(table: TokenTable) -> str:
     from actdb.store.tokens import parse_token_table, token_table_hash
 
     return token_table_hash(parse_token_table(table.table, n_examples=table.n_examples))
-
-
-def _remaining_tokens(ctx: _Context, spec: CheckpointSpec, table: TokenTable) -> int:
-    return table.n_rows  # an estimate for the progress bar (resumed parts finish early)
 
 
 def _tokens_for(ctx: _Context, loaded: LoadedModel) -> tuple[str, int, TokenTable]:

@@ -126,7 +126,8 @@ def _from_file(path: Path, text_column: str, label_column: str | None) -> Texts:
                 raise InvalidInput(f"{path} line {i} is a JSON {type(row).__name__}, not an object")
             if text_column not in row:
                 raise InvalidInput(f"{path} line {i} has no text column {text_column!r}; its keys: "
-                                   f"{', '.join(map(repr, list(row)[:20]))}. Pick one with text_column= / --text-column")
+                                   f"{', '.join(map(repr, list(row)[:20]))}. "
+                                   "Pick one with text_column= / --text-column")
             rows.append(row)
         columns = list(rows[0]) if rows else [text_column]
         if label_column and rows and any(label_column not in r for r in rows):
@@ -162,7 +163,6 @@ def docstring_texts(n: int, *, seed: int = 0, min_words: int = 4) -> list[str]:
     deterministic for a Python version): sentences, cycled with a seeded shuffle."""
     import random
     import re
-
     import warnings
 
     modules = ["builtins", "collections", "json", "os", "pathlib", "re", "string", "textwrap", "itertools",

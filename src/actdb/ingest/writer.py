@@ -35,7 +35,7 @@ class BackgroundWriter:
             try:
                 for writer, rows in item:
                     writer.append(rows)
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            except BaseException as exc:  # handed to the caller
                 self._error = exc
 
     def check(self) -> None:

@@ -114,7 +114,8 @@ def check_model_folder(path: str | os.PathLike[str]) -> Path:
         raise InvalidInput(f"model {str(folder)!r} is a file; give the folder that holds config.json and the weights")
     if not (folder / "config.json").is_file():
         subs = sorted(p.name for p in folder.iterdir() if p.is_dir())
-        hint = f" (its subfolders: {', '.join(subs[:8])}; for a checkpoint sweep pass it as checkpoints=)" if subs else ""
+        hint = (f" (its subfolders: {', '.join(subs[:8])}; for a checkpoint sweep pass it as checkpoints=)"
+                if subs else "")
         raise InvalidInput(f"model folder {str(folder)!r} has no config.json{hint}")
     if not any((folder / f).is_file() for f in _WEIGHT_FILES) and not list(folder.glob("*.safetensors")):
         raise InvalidInput(f"model folder {str(folder)!r} has no weights ({' / '.join(_WEIGHT_FILES[::2])})")

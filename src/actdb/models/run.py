@@ -49,13 +49,13 @@ def capture(loaded: LoadedModel, input_ids: Any, attention_mask: Any, sites: Seq
     for s in sites:
         if s.kind == "hidden" and s.layer == 0:
             handles.append(loaded.block(0).register_forward_pre_hook(
-                lambda mod, args, kwargs, n=s.name: keep(n, _input_hidden(args, kwargs)), with_kwargs=True))
+                lambda _mod, args, kwargs, n=s.name: keep(n, _input_hidden(args, kwargs)), with_kwargs=True))
         elif s.kind == "hidden":
             handles.append(loaded.block(s.layer - 1).register_forward_hook(  # type: ignore[operator]
-                lambda mod, args, out, n=s.name: keep(n, out)))
+                lambda _mod, _args, out, n=s.name: keep(n, out)))
         else:
             handles.append(loaded.model.get_submodule(s.module).register_forward_hook(
-                lambda mod, args, out, n=s.name: keep(n, out)))
+                lambda _mod, _args, out, n=s.name: keep(n, out)))
     inside = all(s.kind == "hidden" or _within_base(loaded, s.module) for s in sites)  # type: ignore[arg-type]
     runner = loaded.model.base_model if inside else loaded.model
     try:
@@ -99,7 +99,7 @@ def list_sites(loaded: LoadedModel, text: str = SAMPLE_TEXT) -> list[dict[str, A
             continue
         kinds[name] = type(module).__name__
 
-        def hook(mod: Any, args: Any, out: Any, n: str = name) -> None:
+        def hook(_mod: Any, _args: Any, out: Any, n: str = name) -> None:
             t = _first_tensor(out)
             if t is not None and n not in shapes:
                 shapes[n] = tuple(int(x) for x in t.shape)
@@ -142,7 +142,8 @@ def run_tail(loaded: LoadedModel, hidden_states: Any, start_layer: int, attentio
     if not 0 <= start_layer <= L:
         raise InvalidInput(f"start_layer {start_layer} is out of range 0..{L} for {loaded.architecture}")
     if hidden_states.ndim != 3 or hidden_states.shape[-1] != loaded.hidden_size:
-        raise InvalidInput(f"hidden_states must be (batch, seq, {loaded.hidden_size}); got {tuple(hidden_states.shape)}")
+        raise InvalidInput(f"hidden_states must be (batch, seq, {loaded.hidden_size}); "
+                           f"got {tuple(hidden_states.shape)}")
     b, t, _ = hidden_states.shape
     if attention_mask is None:
         attention_mask = torch.ones(b, t, dtype=torch.long, device=hidden_states.device)
@@ -156,10 +157,10 @@ def run_tail(loaded: LoadedModel, hidden_states: Any, start_layer: int, attentio
     hidden_states = hidden_states.to(next(loaded.model.parameters()).dtype)
     if start_layer < L:
         handle = kept[0].register_forward_pre_hook(
-            lambda mod, args, kwargs: ((hidden_states, *args[1:]), kwargs) if args
+            lambda _mod, args, kwargs: ((hidden_states, *args[1:]), kwargs) if args
             else (args, {**kwargs, "hidden_states": hidden_states}), with_kwargs=True)
     else:
-        handle = kept[0].register_forward_hook(lambda mod, args, out: _replace_first(out, hidden_states))
+        handle = kept[0].register_forward_hook(lambda _mod, _args, out: _replace_first(out, hidden_states))
     dummy = torch.zeros_like(hidden_states)
     setattr(parent, attr, kept)
     try:

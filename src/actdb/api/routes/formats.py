@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 import json
 import math
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -30,7 +30,7 @@ def _plain(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, datetime):  # the catalog stores naive UTC: say so (RFC 3339)
-        return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).isoformat()
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
     if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, Decimal):
@@ -79,7 +79,7 @@ def wants(request: Request, fmt: str | None = None) -> str:
     return "json"
 
 
-def F(description: str = "Names, globs (*, ?), a|b alternatives; a:b ranges for numbers.") -> Any:  # noqa: N802
+def F(description: str = "Names, globs (*, ?), a|b alternatives; a:b ranges for numbers.") -> Any:
     """A filter query parameter (the selection filter syntax)."""
     return Query(None, max_length=200, pattern=FILTER_PATTERN, description=description)
 
