@@ -83,7 +83,7 @@ def test_ridge_fit_from_moments_matches_sklearn_scores(pdb):
 
     sel = db.reps(site="hidden.0")
     storage, record = sel.storage, sel.resolve()[0]
-    inputs = probe_mod._inputs(storage, record, probe_mod.check_params("label", "ridge", 4))
+    inputs = probe_mod._inputs(storage, record, probe_mod.check_params("label", "ridge", 4), {})
     source = build_sources(storage, inputs.space, [record])[record.key]
     fold_of_row = probe_mod.assign_folds(np.repeat(np.arange(N_EX), TOK), 4)
     _, fits = ridge_probe(source, inputs.codes, 3, fold_of_row, 4, ridge=1e-3, block_rows=64)

@@ -129,14 +129,21 @@ def assign_folds(examples: np.ndarray, folds: int, *, shuffle: bool = False, see
 class _Inputs:
     space: RowSpace
     codes: np.ndarray  # class of each underlying row
+    examples: np.ndarray  # example of each underlying row
     n_classes: int
     labels_hash: str
 
 
-def _inputs(storage: Storage, rep: RepRecord, p: ProbeParams) -> _Inputs:
-    codes, classes = label_classes(storage, rep, p.label)
-    digest = hashlib.sha256(codes.tobytes() + "\x00".join(map(str, classes)).encode()).hexdigest()[:16]
-    return _Inputs(row_space(rep, rep, p.subset, None), codes, len(classes), digest)
+def _inputs(storage: Storage, rep: RepRecord, p: ProbeParams,
+            memo: dict[tuple[Any, ...], tuple[np.ndarray, np.ndarray, int, str]]) -> _Inputs:
+    """A rep's labels and examples per row (read once per dataset and token table, catalog only)."""
+    key = (rep.store, rep.dataset, rep.tokenization_id if rep.pooling == "token" else None, rep.n_rows)
+    if key not in memo:
+        codes, classes = label_classes(storage, rep, p.label)
+        digest = hashlib.sha256(codes.tobytes() + "\x00".join(map(str, classes)).encode()).hexdigest()[:16]
+        memo[key] = (codes, row_examples(storage, rep), len(classes), digest)
+    codes, examples, n_classes, digest = memo[key]
+    return _Inputs(row_space(rep, rep, p.subset, None), codes, examples, n_classes, digest)
 
 
 def _key(rep_id: int, method: str, params: dict[str, Any], space: RowSpace) -> tuple[str, str, int, int, str]:
@@ -178,8 +185,7 @@ def compute_one(storage: Storage, rep: RepRecord, p: ProbeParams, inputs: _Input
     started = time.perf_counter()
     source = build_sources(storage, inputs.space, [rep])[rep.key]
     codes = inputs.codes if source.index is None else inputs.codes[source.index]
-    examples = row_examples(storage, rep)
-    examples = examples if source.index is None else examples[source.index]
+    examples = inputs.examples if source.index is None else inputs.examples[source.index]
     fold_of_row = assign_folds(examples, p.folds, shuffle=p.shuffle, seed=p.seed, what=rep.label())
     if p.method == "ridge":
         correct, _ = ridge_probe(source, codes, inputs.n_classes, fold_of_row, p.folds, ridge=p.ridge,
@@ -200,18 +206,33 @@ def probe(storage: Storage, reps: Sequence[RepRecord], p: ProbeParams, *, recomp
     if not reps:
         raise InvalidInput("the selection matches no reps: nothing to probe; loosen its filters (db.reps(...))")
     ids = storage.result_ids(list(reps), create=False)
-    rows = []
-    for rep in reps:
-        inputs = _inputs(storage, rep, p)
-        params = p.stored(inputs.labels_hash)
-        key = None if rep.key not in ids else _key(ids[rep.key], p.method, params, inputs.space)
-        found = None if key is None or recompute else storage.cached_values([key]).get(key)
-        value = found if found is not None else compute_one(storage, rep, p, inputs)
-        if found is None and not storage.read_only:
-            with storage.session():
-                rid = storage.result_ids([rep], create=True)[rep.key]
-                about = {"kind": "probe", "params": params, "subset": p.subset and f"where {p.subset}"}
-                storage.store_values([(_key(rid, p.method, params, inputs.space), value, about)], {})
+    memo: dict[tuple[Any, ...], tuple[np.ndarray, np.ndarray, int, str]] = {}
+    inputs = [_inputs(storage, rep, p, memo) for rep in reps]
+    params = [p.stored(i.labels_hash) for i in inputs]
+    keys = [None if rep.key not in ids else _key(ids[rep.key], p.method, kw, i.space)
+            for rep, i, kw in zip(reps, inputs, params)]
+    found = {} if recompute else storage.cached_values([k for k in keys if k is not None])
+    rows, computed = [], []
+    for rep, i, kw, key in zip(reps, inputs, params, keys):
+        value = found.get(key) if key is not None else None
+        cached = value is not None
+        if value is None:
+            value = compute_one(storage, rep, p, i)
+            computed.append((rep, i, kw, value))
         rows.append((rep.rep_id, rep.model, rep.checkpoint, rep.step, rep.site, rep.layer, rep.dataset, p.label,
-                     p.method, float(value.value), int(value.n), p.folds, found is not None))
+                     p.method, float(value.value), int(value.n), p.folds, cached))
+    _store(storage, computed, p)
     return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+def _store(storage: Storage, computed: list[tuple[RepRecord, _Inputs, dict[str, Any], ResultValue]],
+           p: ProbeParams) -> None:
+    """Cache computed probes in ``result`` (measure ``probe:<method>``, kind ``probe``, rep_a = rep_b)."""
+    if not computed or storage.read_only:
+        return
+    about_subset = p.subset and f"where {p.subset}"
+    with storage.session():
+        ids = storage.result_ids([rep for rep, _, _, _ in computed], create=True)
+        storage.store_values([(_key(ids[rep.key], p.method, kw, i.space), value,
+                               {"kind": "probe", "params": kw, "subset": about_subset})
+                              for rep, i, kw, value in computed], {})
