@@ -68,6 +68,7 @@ def test_ridge_probe_finds_the_decodable_layer_and_matches_sklearn(pdb):
     assert by_site.loc["hidden.1", "accuracy"] == 1.0
     assert by_site.loc["hidden.0", "accuracy"] < 0.5  # chance is 1/3
     assert (out["n"] == N_EX * TOK).all() and (out["folds"] == 5).all() and not out["cached"].any()
+    assert out["r2"].isna().all()  # the classes are not numbers
     for site in values:
         expected, _ = _sklearn_ridge(values[site], 1e-3, 5)
         assert by_site.loc[site, "accuracy"] == expected
@@ -86,7 +87,7 @@ def test_ridge_fit_from_moments_matches_sklearn_scores(pdb):
     inputs = probe_mod._inputs(storage, record, probe_mod.check_params("label", "ridge", 4), {})
     source = build_sources(storage, inputs.space, [record])[record.key]
     fold_of_row = probe_mod.assign_folds(np.repeat(np.arange(N_EX), TOK), 4)
-    _, fits = ridge_probe(source, inputs.codes, 3, fold_of_row, 4, ridge=1e-3, block_rows=64)
+    fits = ridge_probe(source, inputs.codes, 3, fold_of_row, 4, ridge=1e-3, block_rows=64).fits
     _, scores = _sklearn_ridge(values["hidden.0"], 1e-3, 4)
     x = values["hidden.0"].astype(np.float64)
     for f, fit in enumerate(fits):
@@ -204,3 +205,23 @@ def test_readme_probe_example_runs(tmp_path, monkeypatch):
     assert len(probes) == 6 and set(probes["layer"]) == {0, 1, 2} and not probes["cached"].any()
     rows = scope["db"].sql(sql[0].strip().rstrip(";")).to_pylist()
     assert [(r["layer"], r["step"]) for r in rows] == [(0, 100), (0, 1000), (1, 100), (1, 1000), (2, 100), (2, 1000)]
+
+
+def test_numeric_labels_also_give_a_held_out_r2_as_sklearn(tmp_path):
+    db = actdb.open(str(tmp_path / "r"))
+    rng = np.random.default_rng(5)
+    t = rng.integers(0, 4, N_EX).astype(np.float64)
+    db.add_dataset("d", [f"t{i}" for i in range(N_EX)], labels=[str(int(v)) for v in t])
+    x = rng.standard_normal((N_EX, DIM)) + np.outer(t, rng.standard_normal(DIM))
+    db.write_rep("m", "final", "d", "hidden.0", x, pooling="mean", dtype="float32")
+    out = db.reps().probe(folds=4)
+    x = x.astype(np.float32).astype(np.float64)
+    predicted = np.empty(N_EX)
+    for train, test in KFold(4).split(x):
+        xc = x[train] - x[train].mean(0)
+        predicted[test] = Ridge(alpha=1e-3 * np.trace(xc.T @ xc) / DIM).fit(x[train], t[train]).predict(x[test])
+    want = 1 - np.sum((t - predicted) ** 2) / np.sum((t - t.mean()) ** 2)
+    assert out["r2"].iloc[0] == pytest.approx(want, abs=1e-9) and 0.5 < want < 1
+    again = db.reps().probe(folds=4)
+    assert again["cached"].iloc[0] and again["r2"].iloc[0] == out["r2"].iloc[0]
+    assert db.sql("SELECT r2 FROM probes").to_pylist()[0]["r2"] == out["r2"].iloc[0]

@@ -215,6 +215,8 @@ class ProbeRow(BaseModel):
     label: str
     method: str
     accuracy: float = Field(description="Held-out accuracy (argmax of the class scores), over n rows.")
+    r2: float | None = Field(default=None, description="Held-out R² of the label as a number (ridge, when every "
+                                                      "class name is a number); null otherwise.")
     n: int
     folds: int
     cached: bool

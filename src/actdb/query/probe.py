@@ -7,7 +7,9 @@ examples, or a seeded permutation with ``shuffle=True``), and its held-out accur
 
 - ``ridge``: from streaming moments (:mod:`actdb.query.probe_ridge`): two passes over the rows,
   memory independent of their number; the same as scikit-learn's ``Ridge(alpha=λ)`` fitted on
-  the one-hot labels of each training fold, ``λ = ridge · trace(XᵀX) / d`` (centred).
+  the one-hot labels of each training fold, ``λ = ridge · trace(XᵀX) / d`` (centred). When
+  every class name is a number, the probe also regresses that number: ``r2`` is its held-out R²
+  (1 − Σ(t − t̂)² / Σ(t − t̄)² over all rows); None otherwise.
 - ``logistic``: scikit-learn's ``LogisticRegression(C=C)`` on a seeded sample of ``sample``
   rows, the same folds (``pip install 'actdb[probe]'``).
 
@@ -40,7 +42,7 @@ if TYPE_CHECKING:
 
 METHODS = ("ridge", "logistic")
 COLUMNS = ("rep_id", "model", "checkpoint", "step", "site", "layer", "dataset", "label", "method", "accuracy",
-           "n", "folds", "cached")
+           "r2", "n", "folds", "cached")
 BLOCK_BYTES = 32 * 2**20  # float64 features per block of the second pass
 
 
@@ -132,18 +134,30 @@ class _Inputs:
     examples: np.ndarray  # example of each underlying row
     n_classes: int
     labels_hash: str
+    values: np.ndarray | None  # each class's number, when every class name is one (a numeric target)
 
 
-def _inputs(storage: Storage, rep: RepRecord, p: ProbeParams,
-            memo: dict[tuple[Any, ...], tuple[np.ndarray, np.ndarray, int, str]]) -> _Inputs:
+Memo = dict[tuple[Any, ...], tuple[np.ndarray, np.ndarray, int, str, np.ndarray | None]]
+
+
+def numeric_values(classes: Sequence[Any]) -> np.ndarray | None:
+    """The classes as numbers ``(k,)`` float64 when every one parses as a finite number, else None."""
+    try:
+        values = np.array([float(c) for c in classes], dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    return values if np.isfinite(values).all() else None
+
+
+def _inputs(storage: Storage, rep: RepRecord, p: ProbeParams, memo: Memo) -> _Inputs:
     """A rep's labels and examples per row (read once per dataset and token table, catalog only)."""
     key = (rep.store, rep.dataset, rep.tokenization_id if rep.pooling == "token" else None, rep.n_rows)
     if key not in memo:
         codes, classes = label_classes(storage, rep, p.label)
         digest = hashlib.sha256(codes.tobytes() + "\x00".join(map(str, classes)).encode()).hexdigest()[:16]
-        memo[key] = (codes, row_examples(storage, rep), len(classes), digest)
-    codes, examples, n_classes, digest = memo[key]
-    return _Inputs(row_space(rep, rep, p.subset, None), codes, examples, n_classes, digest)
+        memo[key] = (codes, row_examples(storage, rep), len(classes), digest, numeric_values(classes))
+    codes, examples, n_classes, digest, values = memo[key]
+    return _Inputs(row_space(rep, rep, p.subset, None), codes, examples, n_classes, digest, values)
 
 
 def _key(rep_id: int, method: str, params: dict[str, Any], space: RowSpace) -> tuple[str, str, int, int, str]:
@@ -187,15 +201,19 @@ def compute_one(storage: Storage, rep: RepRecord, p: ProbeParams, inputs: _Input
     codes = inputs.codes if source.index is None else inputs.codes[source.index]
     examples = inputs.examples if source.index is None else inputs.examples[source.index]
     fold_of_row = assign_folds(examples, p.folds, shuffle=p.shuffle, seed=p.seed, what=rep.label())
+    extra: dict[str, Any] = {"classes": inputs.n_classes}
     if p.method == "ridge":
-        correct, _ = ridge_probe(source, codes, inputs.n_classes, fold_of_row, p.folds, ridge=p.ridge,
-                                 block_rows=_block_rows(rep))
-        n, route = len(codes), "moments"
+        score = ridge_probe(source, codes, inputs.n_classes, fold_of_row, p.folds, ridge=p.ridge,
+                            block_rows=_block_rows(rep), values=inputs.values)
+        correct, n, route = score.correct, len(codes), "moments"
+        if score.sse is not None and inputs.values is not None:
+            target = inputs.values[codes]
+            extra["r2"] = 1.0 - score.sse / float(np.sum((target - target.mean()) ** 2))
     else:
         correct, n = _logistic(source, codes, fold_of_row, p)
         route = "sample"
     return ResultValue(value=correct / n, n=n, route=route, seconds=time.perf_counter() - started,
-                       extra={"correct": correct, "classes": inputs.n_classes})
+                       extra={"correct": correct, **extra})
 
 
 # ------------------------------------------------------------------------ many reps
@@ -206,7 +224,7 @@ def probe(storage: Storage, reps: Sequence[RepRecord], p: ProbeParams, *, recomp
     if not reps:
         raise InvalidInput("the selection matches no reps: nothing to probe; loosen its filters (db.reps(...))")
     ids = storage.result_ids(list(reps), create=False)
-    memo: dict[tuple[Any, ...], tuple[np.ndarray, np.ndarray, int, str]] = {}
+    memo: Memo = {}
     inputs = [_inputs(storage, rep, p, memo) for rep in reps]
     params = [p.stored(i.labels_hash) for i in inputs]
     keys = [None if rep.key not in ids else _key(ids[rep.key], p.method, kw, i.space)
@@ -220,7 +238,7 @@ def probe(storage: Storage, reps: Sequence[RepRecord], p: ProbeParams, *, recomp
             value = compute_one(storage, rep, p, i)
             computed.append((rep, i, kw, value))
         rows.append((rep.rep_id, rep.model, rep.checkpoint, rep.step, rep.site, rep.layer, rep.dataset, p.label,
-                     p.method, float(value.value), int(value.n), p.folds, cached))
+                     p.method, float(value.value), (value.extra or {}).get("r2"), int(value.n), p.folds, cached))
     _store(storage, computed, p)
     return pd.DataFrame(rows, columns=list(COLUMNS))
 

@@ -7,7 +7,8 @@ minus the fold's own (exact algebra), from which the centred ridge solution is
 ``W = (Sxx + λI)⁻¹ Sxy`` with ``λ = ridge · trace(Sxx) / d`` and the intercept
 ``b = ȳ − x̄ W`` (what scikit-learn's ``Ridge(alpha=λ)`` fits on the same rows). Pass 2 reads
 the rows again and scores each held-out row with its fold's ``(W, b)``: the predicted class
-is the argmax. Memory: ``folds × (d + k)²`` floats, whatever the number of rows.
+is the argmax. When the class names are numbers, their value is one more column of ``Y`` and its
+held-out squared error gives R². Memory: ``folds × (d + k)²`` floats, whatever the number of rows.
 """
 
 from __future__ import annotations
@@ -57,17 +58,25 @@ def _blocks(source: Source, fold_of_row: np.ndarray,
         pos += rows
 
 
-def fold_moments(source: Source, codes: np.ndarray, n_classes: int, fold_of_row: np.ndarray, folds: int,
-                 block_rows: int) -> list[Moments]:
-    """Pass 1: one (X, one-hot Y) accumulator per fold."""
-    d = source.array.shape[1]
-    accs = [Moments.empty([d, n_classes], budget_bytes=GEMM_BUDGET, row_norms=False) for _ in range(folds)]
+def _targets(codes: np.ndarray, n_classes: int, values: np.ndarray | None) -> np.ndarray:
+    """The Y block of rows with classes ``codes``: one-hot, plus the numeric value when given."""
     eye = np.eye(n_classes)
+    return eye[codes] if values is None else np.hstack([eye[codes], values[codes][:, None]])
+
+
+def fold_moments(source: Source, codes: np.ndarray, n_classes: int, fold_of_row: np.ndarray, folds: int,
+                 block_rows: int, values: np.ndarray | None = None) -> list[Moments]:
+    """Pass 1: one (X, Y) accumulator per fold; Y is one-hot (``k`` columns), plus a last column
+    holding each class's numeric value when ``values`` ``(k,)`` is given (a regression target;
+    ridge is column by column, so the class columns' fits are unchanged by it)."""
+    d = source.array.shape[1]
+    width = n_classes + (values is not None)
+    accs = [Moments.empty([d, width], budget_bytes=GEMM_BUDGET, row_norms=False) for _ in range(folds)]
     for block, pos, fold in _blocks(source, fold_of_row, block_rows):
-        onehot = eye[codes[pos]]
+        y = _targets(codes[pos], n_classes, values)
         for f in np.unique(fold):
             mask = fold == f
-            accs[int(f)].update([block[mask], onehot[mask]])
+            accs[int(f)].update([block[mask], y[mask]])
     return accs
 
 
@@ -77,22 +86,35 @@ def fit_folds(accs: list[Moments], ridge: float) -> list[RidgeFit]:
     return [solve_ridge((total - acc).pair(0, 1), ridge) for acc in accs]
 
 
-def held_out_correct(source: Source, codes: np.ndarray, fold_of_row: np.ndarray, fits: list[RidgeFit],
-                     block_rows: int) -> int:
-    """Pass 2: how many rows the fit that did not see them classifies correctly (argmax)."""
-    correct = 0
+@dataclass(frozen=True)
+class RidgeScore:
+    """Held-out results: rows classified right, and (numeric target) the squared error sum."""
+
+    correct: int
+    sse: float | None
+    fits: list[RidgeFit]
+
+
+def held_out(source: Source, codes: np.ndarray, n_classes: int, fold_of_row: np.ndarray, fits: list[RidgeFit],
+             block_rows: int, values: np.ndarray | None = None) -> RidgeScore:
+    """Pass 2: each row scored by the fit that did not see it: argmax over the class columns
+    (and the squared error of the value column when there is one)."""
+    correct, sse = 0, 0.0
     for block, pos, fold in _blocks(source, fold_of_row, block_rows):
         x = np.asarray(block, dtype=np.float64)
         for f in np.unique(fold):
             mask = fold == f
             fit = fits[int(f)]
-            predicted = np.argmax(x[mask] @ fit.weights + fit.intercept, axis=1)
-            correct += int(np.count_nonzero(predicted == codes[pos[mask]]))
-    return correct
+            scores = x[mask] @ fit.weights + fit.intercept
+            truth = codes[pos[mask]]
+            correct += int(np.count_nonzero(np.argmax(scores[:, :n_classes], axis=1) == truth))
+            if values is not None:
+                sse += float(np.sum((scores[:, n_classes] - values[truth]) ** 2))
+    return RidgeScore(correct, None if values is None else sse, fits)
 
 
 def ridge_probe(source: Source, codes: np.ndarray, n_classes: int, fold_of_row: np.ndarray, folds: int, *,
-                ridge: float, block_rows: int) -> tuple[int, list[RidgeFit]]:
-    """Correctly classified held-out rows and the per-fold fits (two passes over the rows)."""
-    fits = fit_folds(fold_moments(source, codes, n_classes, fold_of_row, folds, block_rows), ridge)
-    return held_out_correct(source, codes, fold_of_row, fits, block_rows), fits
+                ridge: float, block_rows: int, values: np.ndarray | None = None) -> RidgeScore:
+    """The held-out results and the per-fold fits (two passes over the rows)."""
+    fits = fit_folds(fold_moments(source, codes, n_classes, fold_of_row, folds, block_rows, values), ridge)
+    return held_out(source, codes, n_classes, fold_of_row, fits, block_rows, values)

@@ -106,6 +106,7 @@ VIEWS_0006: dict[str, str] = {
         SELECT x.id AS result_id, a.model, a.checkpoint, a.step, a.site, a.layer, a.pooling, a.dataset,
                JSON_FIELD(x.params, 'label') AS label, substr(x.measure, 7) AS method,
                x.value AS accuracy, x.n, CAST(JSON_FIELD(x.params, 'folds') AS INTEGER) AS folds,
+               CAST(JSON_FIELD(x.extra, 'r2') AS DOUBLE PRECISION) AS r2,
                x.rep_a AS rep_id, a.store, x.subset, x.params, x.extra, x.seconds, x.computed_at
         FROM result x JOIN sides a ON a.rep_id = x.rep_a
         WHERE x.kind = 'probe'""",
