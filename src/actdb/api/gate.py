@@ -207,6 +207,13 @@ class Gate:
             raise failure
         return result
 
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[Database]:
+        """Shared access as the one writer of computed values (comparisons, probes): values
+        land in the catalog one request at a time."""
+        with self.shared() as db, self._write:
+            yield db
+
     # ------------------------------------------------------------------ compute
     def compute(self, comparison: Any) -> Any:
         """Compute a comparison: lookups concurrently, missing values once each."""

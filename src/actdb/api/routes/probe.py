@@ -46,7 +46,7 @@ def router() -> APIRouter:
         def make() -> tuple[Response, bool]:
             sel = db.reps(**parse_selection(body.a, side="a"))
             # computed values are written to the catalog: one writer at a time, as compare's (Gate.compute)
-            with gate.shared(), gate._write:
+            with gate.writing():
                 count = len(sel)
                 if count > gate.max_values:
                     raise InvalidInput(f"the selection has {count:,} reps; this server probes at most "
