@@ -74,7 +74,7 @@ def doc_texts(n: int) -> list[str]:
             if isinstance(doc, str):
                 for para in doc.split("\n\n"):
                     para = " ".join(para.split())
-                    if 20 <= len(para):
+                    if len(para) >= 20:
                         chunks.append(para[:600])
     chunks = sorted(set(chunks))
     return [chunks[i % len(chunks)] if i < len(chunks) else f"{chunks[i % len(chunks)]} ({i})" for i in range(n)]

@@ -207,7 +207,7 @@ def pair_case(n: int, d: int, rate: float) -> None:
     record(case, "lower bound (fp32 GEMM)", bound, None, None, f"at {rate / 1e9:.0f} GFLOP/s")
     record(case, "numpy textbook float64", t_ref, ref, ref)
     for prec in ("float64", "mixed"):
-        t, v = timed(lambda: M.linear_cka(x, y, precision=prec), REPEAT, BUDGET)
+        t, v = timed(lambda: M.linear_cka(x, y, precision=prec), REPEAT, BUDGET)  # noqa: B023 - run now
         record(case, f"actdb ({prec})", t, v, ref, f"{t / bound:.2f}x bound")
     cka_pytorch_rows(case, n, d, t, np.array([ref]))
     record(case, "torch-cka", None, None, None,
@@ -285,7 +285,7 @@ def layer_matrix_case(n: int, d: int, layers: int) -> None:
     t_ref, ref = timed(lambda: textbook_matrix(reps))
     record(case, "numpy textbook float64", t_ref, float(ref.sum()), float(ref.sum()), "sum over matrix")
     for prec in ("float64", "mixed"):
-        t, v = timed(lambda: ours(prec), REPEAT)
+        t, v = timed(lambda: ours(prec), REPEAT)  # noqa: B023 - run now
         record(case, f"actdb ({prec})", t, float(v.sum()), float(ref.sum()),
                f"max abs err {np.abs(v - ref).max():.1e}")
     cka_pytorch_rows(case, n, d, t, ref, layers)

@@ -33,9 +33,8 @@ import numpy as np
 # bench/ must not shadow the standard library (bench/http.py vs `import http`)
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.append(str(Path(__file__).parent))
-from _common import activation_like, markdown_table  # noqa: E402
-
 import actdb  # noqa: E402
+from _common import activation_like, markdown_table  # noqa: E402
 
 PLAN = """
 import json, resource, sys, time, actdb
@@ -89,7 +88,7 @@ def naive(db: actdb.Database, sample: int, use_repsim: bool) -> dict[str, float]
 
             peers.append(("repsim linear CKA (n x n Grams)",
                           lambda x, y: float(repsim.cka([x, y], "linear", "gretton")[0, 1])))
-        except Exception as exc:  # noqa: BLE001 - any failure: the peer is unavailable
+        except Exception as exc:  # any failure: the peer is unavailable
             print(f"(repsim unavailable: {exc})")
     for name, fn in peers:
         k = sample if name.startswith("numpy") else max(1, sample // 10)
@@ -107,7 +106,8 @@ def naive(db: actdb.Database, sample: int, use_repsim: bool) -> dict[str, float]
             per_pair *= (reps[0].n_rows / rows) ** 2
             note = f" (timed on {rows} rows, x (n/{rows})^2: a lower estimate, Gram building is n^2 d)"
         out[name] = per_pair * len(pairs)
-        print(f"  naive {name}: {per_pair:.3f} s/pair over {k} pairs -> {out[name]:,.0f} s for {len(pairs)} pairs{note}")
+        print(f"  naive {name}: {per_pair:.3f} s/pair over {k} pairs -> {out[name]:,.0f} s "
+              f"for {len(pairs)} pairs{note}")
     return out
 
 

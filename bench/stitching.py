@@ -21,9 +21,8 @@ from pathlib import Path
 # bench/ must not shadow the standard library (bench/http.py vs `import http`)
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.append(str(Path(__file__).parent))
-from _common import markdown_table  # noqa: E402
-
 import actdb  # noqa: E402
+from _common import markdown_table  # noqa: E402
 
 
 def main() -> None:
@@ -31,8 +30,8 @@ def main() -> None:
     ap.add_argument("--tiny", action="store_true")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from actdb.ingest.texts import docstring_texts
     from actdb.demo.training import pythia_config, train_causal_lm, train_tokenizer
+    from actdb.ingest.texts import docstring_texts
 
     layers, width, steps, n_texts = (2, 32, 20, 48) if args.tiny else (12, 64, 60, 160)
     work = Path(tempfile.mkdtemp(prefix="actdb-stitch-", dir=os.environ.get("ACTDB_BENCH_DIR")))

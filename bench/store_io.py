@@ -29,9 +29,8 @@ import zarr
 # bench/ must not shadow the standard library (bench/http.py vs `import http`)
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.append(str(Path(__file__).parent))
-from _common import activation_like, doc_texts, interleaved_rounds, markdown_table  # noqa: E402
-
 import actdb  # noqa: E402
+from _common import activation_like, doc_texts, interleaved_rounds, markdown_table  # noqa: E402
 from actdb.query.executor import BLOCK_BYTES  # noqa: E402
 from actdb.query.rows import Source  # noqa: E402
 from actdb.store import arrays as A  # noqa: E402

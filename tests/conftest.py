@@ -26,7 +26,7 @@ def _pg_available() -> str | None:
             conn.exec_driver_sql("SELECT 1")
         engine.dispose()
         return None
-    except Exception as exc:  # noqa: BLE001 - any failure means no server
+    except Exception as exc:  # any failure means no server
         return f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
 
 

@@ -23,7 +23,8 @@ ROOT = Path(__file__).parents[1]
 
 
 def _fill(db: actdb.Database) -> None:
-    spec = importlib.util.spec_from_file_location("actdb_tests_query_data_export", ROOT / "tests" / "query" / "query_data.py")
+    spec = importlib.util.spec_from_file_location("actdb_tests_query_data_export",
+                                                  ROOT / "tests" / "query" / "query_data.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

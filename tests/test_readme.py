@@ -17,7 +17,7 @@ def test_python_quickstart_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code = blocks("python")[0]
     scope: dict = {}
-    exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 - our own README
+    exec(compile(code, "README.md", "exec"), scope)  # our own README
     df = scope["df"]
     assert len(df) == 6 and set(df.measure) == {"linear_cka", "procrustes"}
     assert (df.checkpoint_b == "step1000").all()
@@ -25,7 +25,7 @@ def test_python_quickstart_runs(tmp_path, monkeypatch):
 
 def test_sql_examples_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    exec(compile(blocks("python")[0], "README.md", "exec"), {})  # noqa: S102
+    exec(compile(blocks("python")[0], "README.md", "exec"), {})
     import actdb
 
     db = actdb.open(str(tmp_path / "mystore"))

@@ -27,7 +27,8 @@ def reader(store: str, seconds: float, reference: str, out: str) -> None:
     import actdb
     from actdb.store import arrays
 
-    ref = json.load(open(reference))
+    with open(reference) as fh:
+        ref = json.load(fh)
     stats = {"compares": 0, "sqls": 0, "reps_read": 0, "errors": [], "max_seen": 0, "mismatches": []}
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -57,9 +58,10 @@ def reader(store: str, seconds: float, reference: str, out: str) -> None:
                 if rs.checksum != info.checksum:
                     stats["mismatches"].append(["partial rep", info.id])
             db.close()
-        except Exception as exc:  # noqa: BLE001 - every error is a finding
+        except Exception as exc:  # every error is a finding
             stats["errors"].append(f"{type(exc).__name__}: {exc}\n{traceback.format_exc()[-800:]}")
-    json.dump(stats, open(out, "w"))
+    with open(out, "w") as fh:
+        json.dump(stats, fh)
 
 
 def ingest(store: str, model: str, seconds: float, out: str) -> None:
@@ -82,7 +84,8 @@ def ingest(store: str, model: str, seconds: float, out: str) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         one()
-    json.dump({"checkpoints": len(done), "reps": sum(done)}, open(out, "w"))
+    with open(out, "w") as fh:
+        json.dump({"checkpoints": len(done), "reps": sum(done)}, fh)
 
 
 def hold(store: str, seconds: float) -> None:
@@ -107,7 +110,8 @@ def write(store: str, model: str, n: int, out: str, catalog_url: str | None = No
         x = np.random.default_rng(i).standard_normal((400, 16))  # (the base dataset has 400 texts)
         db.write_rep(model, f"c{i}", "d", "hidden.1", x, pooling="mean")
         spans.append([t0, time.time()])
-    json.dump({"spans": spans}, open(out, "w"))
+    with open(out, "w") as fh:
+        json.dump({"spans": spans}, fh)
 
 
 if __name__ == "__main__":

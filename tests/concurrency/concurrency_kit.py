@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "faults"))
-from reliability_kit import CONCURRENCY_SECONDS, tiny_bert  # noqa: E402
+from reliability_kit import CONCURRENCY_SECONDS, tiny_bert
 
 WORKERS = Path(__file__).with_name("_workers.py")
 __all__ = ["CONCURRENCY_SECONDS", "spawn", "tiny_bert"]

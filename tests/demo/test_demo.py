@@ -11,7 +11,6 @@ import re
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -62,7 +61,7 @@ def test_report_numbers_match_actdb_sql(demo_store):
         assert proc.returncode == 0, proc.stderr
         rows = json.loads(proc.stdout)
         assert rows, check["name"]
-        value = list(rows[0].values())[0]
+        value = next(iter(rows[0].values()))
         assert math.isclose(float(value), float(check["value"]), rel_tol=1e-9, abs_tol=1e-12), check
     # the stitching table shows both directions per layer, with each model's own loss
     section = next(s for s in summary["sections"] if s["key"] == "stitching")

@@ -32,7 +32,7 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     variables point every process started from here (dask workers too) at it."""
     pytest.importorskip("s3fs", reason="the deployment suite needs s3fs and moto[server] (the test extra)")
     port = _free_port()
-    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "w")
+    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "w")  # noqa: SIM115 - the server's log, closed at teardown
     proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                             stdout=log, stderr=subprocess.STDOUT)
     endpoint = f"http://127.0.0.1:{port}"

@@ -58,7 +58,8 @@ def test_s3_postgres_dask_end_to_end(tmp_path, s3, pg_url, cluster):
     # byte-identical reps, same catalog rows (ids may differ: compare by identity)
     assert _sql(remote) == _sql(local)
     for a, b in zip(local.find_reps(), remote.find_reps()):
-        assert local.read_rep(a).read_stored(0, a.n_rows).tobytes() == remote.read_rep(b).read_stored(0, b.n_rows).tobytes()
+        assert (local.read_rep(a).read_stored(0, a.n_rows).tobytes()
+                == remote.read_rep(b).read_stored(0, b.n_rows).tobytes())
 
     # compare on the dask cluster (2 worker processes reading from S3) == local executor, local store
     sel = {"model": "syn", "dataset": "big"}
@@ -71,7 +72,8 @@ def test_s3_postgres_dask_end_to_end(tmp_path, s3, pg_url, cluster):
     np.testing.assert_allclose(tok_got, tok_want, rtol=0, atol=1e-10)
 
     # SQL over the PostgreSQL catalog views: results cached by the dask run are there
-    rows = remote.sql("SELECT measure, count(*) AS n FROM dissimilarities GROUP BY measure ORDER BY measure").to_pylist()
+    rows = remote.sql("SELECT measure, count(*) AS n FROM dissimilarities GROUP BY measure "
+                      "ORDER BY measure").to_pylist()
     assert {r["measure"]: r["n"] for r in rows}["procrustes"] >= 15
 
     # a reader elsewhere: a second handle, read-only, same answers from the cache

@@ -125,12 +125,13 @@ def child(req: dict[str, Any]) -> None:
 
 
 def serve() -> None:
-    import actdb  # noqa: F401 - import once, before forking
-    import actdb.ingest  # noqa: F401
-    import actdb.models  # noqa: F401
-    import actdb.query.executor  # noqa: F401
     import sqlalchemy  # noqa: F401
     import zarr  # noqa: F401
+
+    import actdb  # import once, before forking
+    import actdb.ingest
+    import actdb.models
+    import actdb.query.executor  # noqa: F401
 
     if os.environ.get("ACTDB_FAULT_TORCH"):
         import torch  # noqa: F401
@@ -145,7 +146,7 @@ def serve() -> None:
             code = 0
             try:
                 child(req)
-            except BaseException:  # noqa: BLE001 - reported to the parent
+            except BaseException:  # reported to the parent
                 with open(err_path, "w") as fh:
                     fh.write(traceback.format_exc())
                 code = 1
@@ -158,7 +159,10 @@ def serve() -> None:
         if os.path.exists(req["out"]):
             with open(req["out"]) as fh:
                 result = json.load(fh)
-        error = open(err_path).read() if os.path.exists(err_path) else None
+        error = None
+        if os.path.exists(err_path):
+            with open(err_path) as fh:
+                error = fh.read()
         print(json.dumps({"killed": killed, "exitcode": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
                           "result": result, "error": error}), flush=True)
 

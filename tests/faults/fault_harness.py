@@ -24,9 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reliability_kit import TRIALS, rep_bytes
-
 import numpy as np
+from reliability_kit import TRIALS, rep_bytes
 
 import actdb
 
@@ -47,7 +46,8 @@ class Zygote:
         ready = self.proc.stdout.readline()
         assert ready and json.loads(ready)["ready"], "the fault zygote did not start"
 
-    def run(self, command: str, store: Path, args: dict[str, Any], kill: dict[str, Any] | None = None) -> dict[str, Any]:
+    def run(self, command: str, store: Path, args: dict[str, Any],
+            kill: dict[str, Any] | None = None) -> dict[str, Any]:
         assert self.proc.stdin is not None and self.proc.stdout is not None
         out = self.workdir / f"{uuid.uuid4().hex}.json"
         req = {"command": command, "store": str(store), "args": args, "kill": kill, "out": str(out)}

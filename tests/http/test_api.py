@@ -14,9 +14,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pcsv
 import pytest
+from _server import API_KEY, make_store, query_fixtures, serve
 
 from actdb.query.measures import linear_cka
-from _server import API_KEY, make_store, query_fixtures, serve
 
 
 def test_healthz_needs_no_key_and_v1_needs_it(served):

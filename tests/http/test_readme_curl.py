@@ -51,7 +51,7 @@ def test_readme_curl_lines_run_verbatim(tmp_path):
     os.chdir(tmp_path)
     try:
         scope: dict = {}
-        exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 - our own README: builds mystore
+        exec(compile(code, "README.md", "exec"), scope)  # our own README: builds mystore
         scope["db"].close()
     finally:
         os.chdir(cwd)

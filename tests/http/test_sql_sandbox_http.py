@@ -40,7 +40,8 @@ def test_refused_with_one_line(client, query, message):
 
 def test_the_memory_heavy_request_stops_within_the_limits(client):
     t0 = time.monotonic()
-    r = client.post("/v1/sql", json={"query": "SELECT sum(len(l)) FROM (SELECT list(range) AS l FROM range(300000000))"})
+    r = client.post("/v1/sql",
+                    json={"query": "SELECT sum(len(l)) FROM (SELECT list(range) AS l FROM range(300000000))"})
     assert r.status_code == 400 and ("memory" in r.json()["error"] or "time limit" in r.json()["error"]), r.text
     assert time.monotonic() - t0 < 4.0
 

@@ -46,7 +46,7 @@ def test_empty_dataset(store: Any, ckpt: Path, tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match="has no texts; give at least one"):
         run(store, ckpt, "d", texts=[], quiet=True)
     (tmp_path / "empty.txt").write_text("")
-    with pytest.raises(InvalidInput, match="empty.txt has no texts"):
+    with pytest.raises(InvalidInput, match=r"empty.txt has no texts"):
         run(store, ckpt, "d", texts=tmp_path / "empty.txt", quiet=True)
     assert_nothing_written(store)
 
@@ -99,7 +99,7 @@ def test_missing_text_file_and_unknown_suffix(store: Any, ckpt: Path, tmp_path: 
 
 
 def test_unknown_dataset_without_texts(store: Any, ckpt: Path) -> None:
-    with pytest.raises(NotFound, match="no dataset named 'nope'.*pass texts="):
+    with pytest.raises(NotFound, match=r"no dataset named 'nope'.*pass texts="):
         run(store, ckpt, "nope", quiet=True)
 
 

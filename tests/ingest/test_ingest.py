@@ -20,7 +20,7 @@ POOLINGS = ("token", "mean", "first", "last")
 @pytest.fixture(scope="module")
 def minilm_store(tmp_path_factory: pytest.TempPathFactory, minilm: Path, corpus: list[str]) -> Any:
     db = actdb.open(str(tmp_path_factory.mktemp("minilm") / "store"))
-    texts = corpus[:40] + ["naïve café — déjà vu", "x " * 300]  # accents; one text longer than max_length
+    texts = [*corpus[:40], "naïve café — déjà vu", "x " * 300]  # accents; one text longer than max_length
     result = db.ingest(minilm, "docs", texts=texts, name="minilm", pooling=",".join(POOLINGS), batch_size=16,
                        max_length=128, quiet=True)
     yield db, result, texts
@@ -127,7 +127,7 @@ def test_ingest_run_record(minilm_store: Any) -> None:
 def test_module_sites(store: Any, minilm: Path, corpus: list[str]) -> None:
     result = run(store, minilm, "few", texts=corpus[:5], name="minilm", quiet=True,
                  sites=["encoder.layer.*.attention.output", "hidden.-1"], pooling="mean")
-    assert result.sites == tuple(f"encoder.layer.{i}.attention.output" for i in range(6)) + ("hidden.6",)
+    assert result.sites == (*(f"encoder.layer.{i}.attention.output" for i in range(6)), "hidden.6")
     reps = store.find_reps(model="minilm")
     assert {r.layer for r in reps} == {1, 2, 3, 4, 5, 6}
     assert len(reps) == 7 and all(r.n_rows == 5 for r in reps)

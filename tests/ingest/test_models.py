@@ -111,7 +111,7 @@ def test_run_tail_bert(bert: M.LoadedModel, corpus: list[str]) -> None:
         for j in (0, 3, 6):
             out = M.run_tail(bert, hs.hidden_states[j], j, mask)
             assert torch.allclose(out[mask.bool()], hs.last_hidden_state[mask.bool()], atol=1e-5)
-    with pytest.raises(InvalidInput, match="out of range 0..6"):
+    with pytest.raises(InvalidInput, match=r"out of range 0..6"):
         M.run_tail(bert, hs.hidden_states[0], 7, mask)
 
 
@@ -148,10 +148,10 @@ def test_weights_hash(neox_sweep: Path, tmp_path: Path) -> None:
 
 
 def test_missing_model_folder(tmp_path: Path) -> None:
-    with pytest.raises(NotFound, match="model folder .*nope' does not exist"):
+    with pytest.raises(NotFound, match=r"model folder .*nope' does not exist"):
         M.load_model(tmp_path / "nope")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(InvalidInput, match="has no config.json"):
+    with pytest.raises(InvalidInput, match=r"has no config.json"):
         M.load_model(tmp_path / "empty")
 
 
@@ -161,7 +161,7 @@ def test_hub_id_not_cached_is_not_downloaded() -> None:
 
 
 class _Evil:
-    def __reduce__(self):  # noqa: ANN204 - pickle protocol
+    def __reduce__(self):  # pickle protocol
         return (shutil.rmtree, ("/nonexistent-actdb-test",))
 
 
@@ -171,7 +171,7 @@ def test_pickled_weights_load_only_with_weights_only(neox_sweep: Path, tmp_path:
     shutil.copy(neox_sweep / "checkpoint-4" / "config.json", folder)
     with (folder / "pytorch_model.bin").open("wb") as f:
         pickle.dump({"x": _Evil()}, f, protocol=2)
-    with pytest.raises(InvalidInput, match="only unpickles with weights_only=True .found shutil.rmtree."):
+    with pytest.raises(InvalidInput, match=r"only unpickles with weights_only=True .found shutil.rmtree."):
         M.load_model(folder, tokenizer=neox_sweep / "checkpoint-4")
 
 

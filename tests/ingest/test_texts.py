@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import ClassVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -39,7 +40,7 @@ def test_utf8_bom_is_accepted(tmp_path: Path) -> None:
 class FakeDataset:
     """Duck-typed like datasets.Dataset: column_names and ds[column] -> list."""
 
-    column_names = ["sentence", "label"]
+    column_names: ClassVar[list[str]] = ["sentence", "label"]
 
     def __getitem__(self, key: str) -> list[object]:
         return {"sentence": ["s1", "s2"], "label": [0, 1]}[key]

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from query_data import DIM, fill
 
 import actdb
 from actdb.store import arrays
-from query_data import DIM, fill
 
 
 @pytest.fixture

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from query_data import DIM, LABELS, N_EX, TOK_PER_EX, token_table
 
 from actdb.errors import InvalidInput, NotFound
 from actdb.query.handle import RepHandle
 from actdb.store.records import RepRecord
-from query_data import DIM, LABELS, N_EX, TOK_PER_EX, token_table
 
 
 def test_rep_by_name_reads_values_in_stored_precision(qdb):
@@ -167,8 +167,8 @@ def test_readme_getting_activations_out_runs(tmp_path, monkeypatch):
     block = re.search(r"```python\n(.*?)```", section, flags=re.S).group(1)  # type: ignore[union-attr]
     monkeypatch.chdir(tmp_path)
     scope: dict = {}
-    exec(compile(quickstart, "README.md", "exec"), scope)  # noqa: S102 - our own README
-    exec(compile(block, "README.md", "exec"), scope)  # noqa: S102
+    exec(compile(quickstart, "README.md", "exec"), scope)  # our own README
+    exec(compile(block, "README.md", "exec"), scope)
     assert scope["X"].shape == (5, 32) and scope["X"].dtype == np.float16
     assert scope["T"].dtype == torch.float32
     assert scope["values"].shape == (3, 2, 32) and scope["mask"].sum() == 5

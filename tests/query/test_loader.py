@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from query_data import DIM, LABELS, N_EX, TOK_PER_EX, token_table
 
 from actdb.errors import InvalidInput
 from actdb.query.loader import RowStream
-from query_data import DIM, LABELS, N_EX, TOK_PER_EX, token_table
 
 N = N_EX * TOK_PER_EX  # 540 rows, 64-row chunks (the qdb fixture): 9 chunks
 
@@ -82,8 +82,8 @@ def test_drop_last_and_dtype(qdb):
     assert len(batches) == len(loader) == 5
     assert batches[0]["hidden.0"].dtype == torch.float16
     np.testing.assert_array_equal(batches[0]["hidden.0"].numpy(), values[("final", 0)][:100].astype(np.float16))
-    assert list(db.reps(checkpoint="final", site="hidden.0").dataloader(
-        540, shuffle=False, dtype="float64"))[0]["hidden.0"].dtype == torch.float64
+    assert next(iter(db.reps(checkpoint="final", site="hidden.0").dataloader(
+        540, shuffle=False, dtype="float64")))["hidden.0"].dtype == torch.float64
 
 
 def test_batches_larger_than_the_buffer_span_groups(qdb):
@@ -195,9 +195,9 @@ def test_memory_is_bounded_by_the_buffer(qdb):
 def test_bad_input_is_a_typed_error_naming_the_fix(qdb, tmp_path):
     db, _ = qdb
     sel = db.reps(checkpoint="final", site="hidden.0")
-    with pytest.raises(InvalidInput, match="batch_size must be a positive integer, not 0; e.g. batch_size=256"):
+    with pytest.raises(InvalidInput, match=r"batch_size must be a positive integer, not 0; e.g. batch_size=256"):
         sel.dataloader(0)
-    with pytest.raises(InvalidInput, match="batch_size must be a positive integer, not 2.5"):
+    with pytest.raises(InvalidInput, match=r"batch_size must be a positive integer, not 2.5"):
         sel.dataloader(2.5)
     with pytest.raises(InvalidInput, match=r"matches no complete rep: nothing to load"):
         db.reps(model="nope").dataloader(8)
@@ -245,8 +245,8 @@ def test_readme_example_runs(tmp_path, monkeypatch):
     assert len(example) == 1
     monkeypatch.chdir(tmp_path)
     scope: dict = {}
-    exec(compile(code[0], "README.md", "exec"), scope)  # noqa: S102 - our own README: the quickstart
-    exec(compile(example[0], "README.md", "exec"), scope)  # noqa: S102 - then the loader example
+    exec(compile(code[0], "README.md", "exec"), scope)  # our own README: the quickstart
+    exec(compile(example[0], "README.md", "exec"), scope)  # then the loader example
     assert scope["loader"].dataset.classes == ("a", "b")
     assert scope["x"].shape == (1, 64) and scope["x"].dtype == torch.float32  # the last batch: 3 rows in 2s
     assert scope["y"].dtype == torch.int64

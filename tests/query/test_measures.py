@@ -4,16 +4,17 @@ degenerate input."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import scipy.linalg
 import scipy.stats
+from measures_data import activations, related_pair
 
 from actdb.errors import InvalidInput, MeasureError, NonFinite, NotFound
 from actdb.query import measures as M
 from actdb.query.measures import REGISTRY, MeasureSpec, get_measure, register
-
-from measures_data import activations, related_pair
 
 REL = 1e-6
 
@@ -259,11 +260,13 @@ def test_registry_contract() -> None:
 
 
 def test_unknown_measure_and_parameter_messages() -> None:
-    with pytest.raises(NotFound, match=r"unknown measure 'linear_ckaa'; did you mean 'linear_cka'.*Known measures: .*rsa"):
+    with pytest.raises(NotFound,
+                       match=r"unknown measure 'linear_ckaa'; did you mean 'linear_cka'.*Known measures: .*rsa"):
         get_measure("linear_ckaa")
     with pytest.raises(KeyError):  # builtin compatibility
         get_measure("nope")
-    with pytest.raises(InvalidInput, match="no parameter 'bandwidth'; valid parameters: debiased, median, sample, seed, sigma"):
+    with pytest.raises(InvalidInput,
+                       match="no parameter 'bandwidth'; valid parameters: debiased, median, sample, seed, sigma"):
         M.evaluate("rbf_cka", np.eye(5), np.eye(5), bandwidth=1.0)
 
 
@@ -293,7 +296,7 @@ def test_stderr_equals_textbook_jackknife_over_contiguous_shards(pair) -> None:
     value, se = M.linear_cka(x, y, stderr=True, shards=5)
     edges = np.linspace(0, x.shape[0], 6).round().astype(int)
     loo = []
-    for a, b in zip(edges[:-1], edges[1:], strict=True):
+    for a, b in itertools.pairwise(edges):
         keep = np.r_[0:a, b:x.shape[0]]
         loo.append(cka_textbook(x[keep] @ x[keep].T, y[keep] @ y[keep].T))
     loo_a = np.array(loo)
@@ -347,7 +350,7 @@ def test_zero_matrix_is_a_typed_error_or_defined_value(name: str) -> None:
 
 @pytest.mark.parametrize("name", ALL)
 def test_too_few_rows_and_nonfinite(name: str) -> None:
-    with pytest.raises(MeasureError, match="rows|undefined"):
+    with pytest.raises(MeasureError, match=r"rows|undefined"):
         REGISTRY[name].func(np.ones((1, 3)), np.ones((1, 2)))
     x = activations(30, 4, 2)
     bad = x.copy()

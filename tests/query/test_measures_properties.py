@@ -6,11 +6,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from measures_data import activations
 
 from actdb.query import measures as M
 from actdb.query.measures import REGISTRY
-
-from measures_data import activations
 
 PROPS = settings(max_examples=15, deadline=None)
 shapes = st.tuples(st.integers(6, 60), st.integers(1, 24), st.integers(1, 24), st.integers(0, 10_000))

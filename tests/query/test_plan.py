@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from query_data import N_EX, TOK_PER_EX, token_table
 
 from actdb.errors import InvalidInput, UnsafeQuery
 from actdb.query import measures as M
 from actdb.query import parse_filter_string
-
-from query_data import N_EX, STEPS, TOK_PER_EX, token_table
 
 
 def test_selection_filters(qdb):
@@ -149,7 +148,7 @@ def test_different_tokenizers_need_alignment(qdb):
     db.write_rep("other", "final", "d", "hidden.1", values[("final", 1)][keep] * 3, tokens=other,
                  tokenizer="tok2", dtype="float32")
     plan = db.reps(model="other").compare(db.reps(model="m", checkpoint="final", layer=1))
-    with pytest.raises(InvalidInput, match="different token tables.*align='example:mean'"):
+    with pytest.raises(InvalidInput, match=r"different token tables.*align='example:mean'"):
         plan.pair_list() and plan.compute()
     row = db.reps(model="other").compare(db.reps(model="m", checkpoint="final", layer=1),
                                          align="example:mean").compute().rows[0]
@@ -215,9 +214,9 @@ def test_sql_dissim_batches_into_one_plan(qdb, monkeypatch):
 
 
 def test_cross_store_equals_within_store(tmp_path, qdb):
-    import actdb
-
     from query_data import fill
+
+    import actdb
 
     db, _ = qdb
     fill(db, model="other", seed=5, dataset="d")  # same texts, second model, in the local store
@@ -241,7 +240,7 @@ def test_cross_store_equals_within_store(tmp_path, qdb):
     other_texts.write_rep("z", "final", "d", "hidden.1", np.ones((N_EX, 3)), pooling="mean")
     other_texts.close()
     db.attach(str(tmp_path / "teamc"), name="teamc")
-    with pytest.raises(InvalidInput, match="different texts.*content hash"):
+    with pytest.raises(InvalidInput, match=r"different texts.*content hash"):
         db.reps(layer=1, checkpoint="final", model="m").compare(db.reps(store="teamc"),
                                                                 align="example:mean").pair_list() and \
             db.reps(layer=1, checkpoint="final", model="m").compare(db.reps(store="teamc"),

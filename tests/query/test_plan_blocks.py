@@ -6,13 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import sqlalchemy as sa
+from query_data import N_EX, token_table
 
 from actdb.errors import InvalidInput
 from actdb.query import executor
 from actdb.query import measures as M
 from actdb.store import schema as S
-
-from query_data import N_EX, token_table
 
 
 @pytest.fixture

@@ -22,8 +22,8 @@ def two_tokenizers(tmp_path_factory):
     import torch
     import transformers as tf
 
-    from actdb.ingest.texts import docstring_texts
     from actdb.demo.training import train_tokenizer
+    from actdb.ingest.texts import docstring_texts
 
     root = tmp_path_factory.mktemp("tok")
     texts = docstring_texts(40, seed=7)
@@ -43,7 +43,7 @@ def two_tokenizers(tmp_path_factory):
 def test_token_level_reps_of_different_tokenizers_need_align(two_tokenizers):
     db = two_tokenizers
     plan = db.reps(model="minilm", pooling="token").compare(db.reps(model="gpt2", pooling="token"))
-    with pytest.raises(InvalidInput, match="different token tables.*align='example:mean'.*align='word'"):
+    with pytest.raises(InvalidInput, match=r"different token tables.*align='example:mean'.*align='word'"):
         plan.compute()
 
 

@@ -8,11 +8,10 @@ import sys
 
 import numpy as np
 import pytest
+from query_data import N_EX
 
 import actdb
 from actdb.errors import InvalidInput
-
-from query_data import N_EX
 
 
 def _sweep(path, names_steps):  # type: ignore[no-untyped-def]
@@ -50,7 +49,7 @@ def test_no_reference_errors_name_the_face(tmp_path):
     with pytest.raises(InvalidInput, match=r"no default reference.*reference='NAME'") as err:
         db.reps().compare(pairs="to_reference").pair_list()
     assert "--reference" in err.value.for_face("cli")  # type: ignore[attr-defined]
-    with pytest.raises(InvalidInput, match="no reps at reference checkpoint 'z'.*reference='NAME'"):
+    with pytest.raises(InvalidInput, match=r"no reps at reference checkpoint 'z'.*reference='NAME'"):
         db.reps().compare(pairs="to_reference", reference="z").pair_list()
     db.close()
     out = subprocess.run([sys.executable, "-m", "actdb", "plot", str(tmp_path / "s"), "trajectory", "--a", "model=m",

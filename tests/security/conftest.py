@@ -12,7 +12,7 @@ import actdb
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "faults"))
 sys.path.insert(0, str(Path(__file__).parent))
-from security_kit import Snapshot, populate  # noqa: E402
+from security_kit import Snapshot, populate
 
 
 @pytest.fixture(scope="module")

@@ -15,9 +15,9 @@ import re
 import pytest
 import sqlglot
 import sqlglot.expressions as exp
-from security_kit import Snapshot
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from security_kit import Snapshot
 
 import actdb
 from actdb.query.filters import KEYS, parse_filter_string
@@ -39,7 +39,7 @@ FILE_FUNCS = ["read_csv", "read_csv_auto", "read_text", "read_blob", "read_parqu
               "parquet_scan", "parquet_metadata", "sqlite_scan", "glob", "sniff_csv", "getenv", "current_setting",
               "duckdb_settings", "duckdb_secrets", "query", "query_table", "pg_read_file", "pg_ls_dir", "lo_import",
               "load_extension", "system"]
-SAFE_FUNCS = sorted(_SAFE_FUNCS) + ["length", "lower"]
+SAFE_FUNCS = [*sorted(_SAFE_FUNCS), "length", "lower"]
 LITERALS = ["1", "0", "-1", "'a'", "''", "'{out}/secret.csv'", "NULL", "TRUE", "1e308", "'%'", "'x''y'", "X'00'"]
 KEYWORDS = ["SELECT", "FROM", "WHERE", "AND", "OR", "NOT", "IN", "LIKE", "IS", "NULL", "CASE", "WHEN", "THEN",
             "ELSE", "END", "BETWEEN", "UNION", "ALL", "EXISTS", "COPY", "TO", "ATTACH", "DETACH", "INSTALL", "LOAD",
@@ -128,7 +128,7 @@ def _only_actdb_errors(fn, *args):  # type: ignore[no-untyped-def]
         return out
     except actdb.ActdbError:
         return None
-    except Exception as exc:  # noqa: BLE001 - the property under test
+    except Exception as exc:  # the property under test
         pytest.fail(f"{fn.__name__}({args!r:.300}) raised {type(exc).__name__}: {exc}")
 
 

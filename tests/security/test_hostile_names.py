@@ -20,7 +20,7 @@ EMPTY = ["", "   "]
 BAD = PATHS + CONTROL + HUGE + EMPTY
 
 
-SITES = BAD + ["a/b", "hidden.1;drop", "hidden.1' OR '1'='1", "-x", ".hidden"]
+SITES = [*BAD, "a/b", "hidden.1;drop", "hidden.1' OR '1'='1", "-x", ".hidden"]
 # (Each test tries every bad value against one entry point and snapshots the store once:
 # one test per value would spend the CI budget on snapshots.)
 
@@ -35,12 +35,12 @@ def test_model_names(hostile_store, unchanged):
 
 def test_checkpoint_dataset_and_tokenizer_names(hostile_store, unchanged):
     db, _ = hostile_store
-    for name in BAD + ["a/b"]:
+    for name in [*BAD, "a/b"]:
         raises_actdb(lambda: db.add_checkpoint("m", name), InvalidInput)
         raises_actdb(lambda: db.add_dataset(name, ["t"]), InvalidInput)
         raises_actdb(lambda: db.write_rep("m", name, "d", "hidden.9", np.ones((N_EX, DIM)), pooling="mean"),
                      InvalidInput)
-        if name.strip() and "/" not in name or name == "a/b":  # tokenizers may be hub ids, never paths
+        if (name.strip() and "/" not in name) or name == "a/b":  # tokenizers may be hub ids, never paths
             continue
         raises_actdb(lambda: db.write_rep("m", "final", "d", "hidden.9", np.ones((N_EX * 3, DIM)),
                                           tokens={"example": np.repeat(np.arange(N_EX), 3)}, tokenizer=name),
@@ -56,7 +56,7 @@ def test_site_names(hostile_store, unchanged):
 
 def test_attach_names(hostile_store, unchanged):
     db, _ = hostile_store
-    for name in BAD + ["local"]:
+    for name in [*BAD, "local"]:
         raises_actdb(lambda: db.attach(str(db.path), name=name), actdb.ActdbError)
     assert db.attachments() == []
 
@@ -71,7 +71,7 @@ def test_selection_filter_values(hostile_store, unchanged):
 def test_path_like_filter_values_only_match_names(hostile_store, unchanged):
     """A filter value is matched against names in memory, never used as a path or SQL."""
     db, _ = hostile_store
-    for value in PATHS + ["x' OR '1'='1", "%"]:
+    for value in [*PATHS, "x' OR '1'='1", "%"]:
         assert list(db.reps(model=value)) == []
 
 

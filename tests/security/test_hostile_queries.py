@@ -149,7 +149,8 @@ def test_http_sql_endpoint(hostile_store, unchanged):
             assert r.status_code == 400, (template, r.status_code, r.text)
             assert r.json()["type"] in ("UnsafeQuery", "InvalidInput"), r.text
             assert "TOPSECRET" not in r.text
-        r = client.post("/v1/sql", json={"query": "SELECT sum(a.range * b.range) FROM range(200000000) a, range(100000) b"})
+        r = client.post("/v1/sql",
+                        json={"query": "SELECT sum(a.range * b.range) FROM range(200000000) a, range(100000) b"})
         assert r.status_code == 400 and "time limit" in r.json()["error"], r.text
         r = client.post("/v1/sql", json={"query": "SELECT * FROM range(1000000)", "max_rows": 10**9})
         assert r.status_code == 400 and "100 rows" in r.json()["error"], r.text

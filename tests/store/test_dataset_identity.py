@@ -60,7 +60,7 @@ def test_annotate_replaces_labels_and_drops_subset_caches(db):
     db.add_dataset("d", TEXTS, labels=LABELS)
     _reps(db, "d", 0)
     sel = db.reps(model="m")
-    whole = sel.compare(pairs="all").compute()
+    sel.compare(pairs="all").compute()  # cached over all rows: the 3 'all' rows counted below
     even = sel.compare(pairs="all", subset="label = 'even'").compute()
     odd = sel.compare(pairs="all", subset="label = 'odd'").compute()
     assert even.values() != pytest.approx(odd.values())

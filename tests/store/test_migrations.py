@@ -50,7 +50,7 @@ def test_newer_store_is_refused(tmp_path, catalog_url):
     with db.catalog.connect(write=True) as conn:
         conn.exec_driver_sql("UPDATE alembic_version SET version_num = '9999_from_the_future'")
     db.close()
-    with pytest.raises(StoreTooNew, match="9999_from_the_future.*newer actdb"):
+    with pytest.raises(StoreTooNew, match=r"9999_from_the_future.*newer actdb"):
         actdb.open(str(path))
 
 

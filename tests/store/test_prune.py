@@ -145,7 +145,8 @@ def test_rm_site_glob_and_rep_ids_remove_only_those_reps(filled: actdb.Database)
 @pytest.mark.parametrize(("filters", "error", "match"), [
     ({}, InvalidInput, "at least one of model, checkpoint"),
     ({"model": "aa"}, NotFound, r"no model matches 'aa'.*did you mean 'a'"),
-    ({"model": "a", "checkpoint": "fnal"}, NotFound, r"no checkpoint of model\(s\) a matches 'fnal'.*did you mean 'final'"),
+    ({"model": "a", "checkpoint": "fnal"}, NotFound,
+     r"no checkpoint of model\(s\) a matches 'fnal'.*did you mean 'final'"),
     ({"dataset": "dss"}, NotFound, r"no dataset matches 'dss'.*'ds'"),
     ({"site": "hiden.*"}, NotFound, r"no site matches 'hiden\.\*'"),
     ({"rep": 999}, NotFound, "no rep with id 999"),
@@ -293,7 +294,7 @@ def test_verify_repair_removes_orphan_moment_groups(filled: actdb.Database) -> N
     stray = Path(db.arrays_location) / "moments" / "notes.txt"
     stray.write_text("not ours")
     problems = sorted(p.message for p in db.verify().problems)
-    assert problems == [f"'moments/notes.txt' in the array root is not a moments group actdb writes; left untouched",
+    assert problems == ["'moments/notes.txt' in the array root is not a moments group actdb writes; left untouched",
                         f"cached moments moments/{victim} belong to no rep_moments row"]
     db.verify(repair=True)
     assert victim not in _moment_groups(db) and stray.exists() and len(_moment_groups(db)) == 8

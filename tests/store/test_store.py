@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import sqlalchemy as sa
 
 import actdb
 from actdb.errors import (
-    AlreadyExists, DtypeOverflow, InvalidInput, NonFinite, NotAStore, NotFound, ReadOnly,
+    AlreadyExists,
+    DtypeOverflow,
+    InvalidInput,
+    NonFinite,
+    NotAStore,
+    NotFound,
+    ReadOnly,
 )
 
 TEXTS = ["the cat sat", "on the mat", "a dog barked loudly"]
@@ -229,7 +233,8 @@ def test_views_are_flat_and_only_show_complete_reps(db):
     writer = db.rep_writer("m", "c", "d", "hidden.2", n_rows=3, dim=4, pooling="mean")
     writer.append(np.ones((1, 4)))  # not complete: invisible
     reps = db.sql("SELECT rep_id, model, checkpoint, dataset, site, layer FROM reps").to_pylist()
-    assert reps == [{"rep_id": info.id, "model": "m", "checkpoint": "c", "dataset": "d", "site": "hidden.1", "layer": 1}]
+    assert reps == [{"rep_id": info.id, "model": "m", "checkpoint": "c", "dataset": "d", "site": "hidden.1",
+                     "layer": 1}]
     for view in ("models", "checkpoints", "datasets", "examples", "tokens", "results", "dissimilarities"):
         db.sql(f"SELECT * FROM {view} LIMIT 1")
 
