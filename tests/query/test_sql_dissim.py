@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import pytest
 import sqlalchemy as sa
+from query_data import DIM, fill
 
 import actdb
 from actdb.errors import InvalidInput, NotFound, UnsafeQuery
 from actdb.query import executor
 from actdb.store import arrays
-
-from query_data import DIM, fill
 
 TRAJECTORY = ("SELECT a.step, a.layer, dissim('linear_cka', a.rep_id, b.rep_id) AS cka FROM reps a JOIN reps b "
               "ON a.layer = b.layer WHERE a.model = 'm' AND b.model = 'm' AND b.checkpoint = 'final' ORDER BY 1, 2")

@@ -96,7 +96,7 @@ def test_postgresql_queries_hold_even_when_the_validator_is_bypassed(tmp_path, p
                   "SELECT query_to_xml('SELECT * FROM rep', true, true, '')"]:
         with pytest.raises(InvalidInput, match="permission denied"):
             run_readonly(db.store, query, limits)
-    with pytest.raises(InvalidInput, match="read-only transaction|permission denied"):
+    with pytest.raises(InvalidInput, match=r"read-only transaction|permission denied"):
         run_readonly(db.store, "SELECT 1; DELETE FROM result", limits)
     role = run_readonly(db.store, "SELECT current_user AS u, current_setting('search_path') AS p", limits).to_pylist()
     assert role[0]["u"].startswith("actdb_reader_") and role[0]["p"] == pg_url.split("%3D")[1]
@@ -107,7 +107,7 @@ def test_postgresql_queries_hold_even_when_the_validator_is_bypassed(tmp_path, p
 def test_the_memory_heavy_query_is_stopped_cheaply(duck):
     """The issue's query ran 36 s to 15 GB; the aggregate form is stopped by memory_limit."""
     t0 = time.monotonic()
-    with pytest.raises(InvalidInput, match="memory|time limit"):
+    with pytest.raises(InvalidInput, match=r"memory|time limit"):
         duck.sql("SELECT sum(len(l)) FROM (SELECT list(range) AS l FROM range(300000000))",
                 timeout=2.0, memory_limit="200MB")
     assert time.monotonic() - t0 < 4.0
@@ -134,7 +134,7 @@ def test_db_sql_has_a_default_time_limit():
 def test_what_were_tracebacks_are_one_line_errors(sdb):
     with pytest.raises(InvalidInput, match="nests parentheses 5000 deep"):
         sdb.sql("SELECT " + "(" * 5000 + "1" + ")" * 5000)
-    with pytest.raises(InvalidInput, match="'d'.*infinity|date too large"):
+    with pytest.raises(InvalidInput, match=r"'d'.*infinity|date too large"):
         sdb.sql("SELECT 'infinity'::DATE AS d")
     with pytest.raises(UnsafeQuery):
         sdb.sql("SELECT * FROM pg_stat_activity")

@@ -192,7 +192,7 @@ class Gate:
             self.close()
             try:
                 result = fn(self.db)
-            except Exception as exc:  # noqa: BLE001 - re-raised below, after reopening
+            except Exception as exc:  # re-raised below, after reopening
                 failure = exc
             if failure is not None:
                 # the traceback's frames may hold the read-only connection's Arrow reader,

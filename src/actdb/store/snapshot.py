@@ -134,7 +134,7 @@ def _copy(path: str, attach: Any, settings: dict[str, Any] | None = None) -> Any
         con.execute("DETACH src")
         _create_views(con, views)
         for name, value in (settings or {}).items():
-            con.execute(f"SET {name} = '{str(value)}'")  # values from Limits.parse: sizes and integers
+            con.execute(f"SET {name} = '{value!s}'")  # values from Limits.parse: sizes and integers
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
     except duckdb.Error as exc:
