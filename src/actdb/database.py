@@ -262,7 +262,7 @@ class Database:
 
     def session(self) -> Any:
         """``with db.session():`` holds one catalog connection across many writes
-        (saves ~15 ms a write on DuckDB; keep it short, other processes wait)."""
+        (on DuckDB, one open of the file for all of them; keep it short, other processes wait)."""
         return self.store.session()
 
     def verify(self, *, repair: bool = False) -> VerifyReport:

@@ -2,9 +2,9 @@
 
 The server is the single owner of its store. Three rules:
 
-* **Keep the DuckDB file open.** Each catalog transaction opens the file (~15 ms) unless
-  the process already holds it; the server keeps one idle connection open for its
-  lifetime, so a transaction costs well under a millisecond.
+* **Keep the DuckDB file open.** Each catalog transaction opens the file unless the
+  process already holds it; the server keeps one idle connection open for its lifetime,
+  so a transaction does not pay for the open (the costs: docs/interfaces.md).
 * **Read-only SQL runs alone.** ``Database.sql`` opens DuckDB read-only, which DuckDB
   refuses while this process holds the file read-write; so ``/v1/sql`` takes the gate
   exclusively (waits for running requests, closes the kept connection, runs, reopens).

@@ -323,7 +323,7 @@ def _check_weights(ctx: _Context, spec: CheckpointSpec, loaded: LoadedModel) -> 
     """The weights hash of checkpoint ``spec`` (``loaded``), checked against the hash stored
     under its name, if any: different weights are :class:`AlreadyExists` naming both hashes,
     never a silent "up-to-date" over the old activations. Hashed once per checkpoint per run
-    (a read of every parameter: ~0.1 s for a 22M-parameter model)."""
+    (a read of every parameter; its cost: docs/reliability.md)."""
     from actdb.models import weights_hash
     from actdb.store.models import weights_mismatch
 

@@ -187,7 +187,7 @@ class Catalog:
     def session(self) -> Iterator[None]:
         """Hold one connection for several short transactions (a batch of writes).
 
-        Opening a DuckDB file costs ~15 ms; a session pays it once. Keep sessions short:
+        Opening a DuckDB file is costly (docs/interfaces.md); a session pays it once. Keep sessions short:
         while one is open, other processes cannot open a DuckDB catalog at all.
         """
         if getattr(self._local, "conn", None) is not None:

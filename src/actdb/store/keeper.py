@@ -1,8 +1,8 @@
 """Holding a DuckDB catalog file open between transactions, for a process that is its store's only user.
 
-Each catalog transaction opens the DuckDB file (~15 ms) unless the process already holds
-it; a server keeps one idle connection open for its lifetime, so that a transaction
-costs well under a millisecond. While it does, no other process can open the file: the
+Each catalog transaction opens the DuckDB file unless the process already holds it; a
+server keeps one idle connection open for its lifetime, so that a transaction does not
+pay for the open (the costs: docs/interfaces.md). While it does, no other process can open the file: the
 holder is the store's only writer, so it knows every change of the catalog. PostgreSQL
 catalogs have nothing to hold.
 """

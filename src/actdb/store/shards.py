@@ -47,8 +47,8 @@ class LocalShards:
 
     Zarr (3.1) decodes every inner chunk into a new buffer, copies it into a new shard-sized
     buffer and copies that into the result, all the copies on its one event-loop thread
-    (profiled reading a 1 GiB rep: those two copies were 56% of that thread's samples, the
-    decoding threads mostly idle, and the whole read ~0.3-1 GB/s on 2 cores). Here each chunk is
+    (profiled reading a 1 GiB rep: those two copies dominated that thread's samples while the
+    decoding threads mostly idled; figures in docs/reliability.md). Here each chunk is
     read with ``preadv`` into a per-thread buffer and decompressed by blosc straight into its
     rows of the result, by a small thread pool (both calls release the GIL): one pass over
     the file bytes, one over the result.

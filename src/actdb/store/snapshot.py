@@ -1,7 +1,7 @@
 """In-memory snapshots of DuckDB catalogs for repeated read-only SQL.
 
-Opening a DuckDB file costs 25-55 ms here (20 ms of it is creating a DuckDB instance at
-all), far more than a dashboard's query over the catalog views. actdb cannot keep the
+Opening a DuckDB file (creating a DuckDB instance, then reading the file) costs far more
+than a dashboard's query over the catalog views (measured: docs/interfaces.md). actdb cannot keep the
 file open between queries: while any process holds a DuckDB file, no other process can
 write it. So a query that finds the catalog *unchanged* since the previous query runs on
 an in-memory copy of it instead, and never touches the file.

@@ -32,8 +32,8 @@ class RowStats:
     def update(self, stored: np.ndarray) -> None:
         """Add rows ``(k, dim)`` in stored form. A big block is hashed on a second thread
         (blake2b releases the GIL) while the statistics run here, in float64, a block of
-        rows at a time so the widened copy stays in cache (measured: about 3x faster than
-        hashing a copy, then widening the whole block). The checksum is the same either way."""
+        rows at a time so the widened copy stays in cache (faster than hashing a copy, then
+        widening the whole block: docs/reliability.md). The checksum is the same either way."""
         data = np.ascontiguousarray(stored)
         raw = data.reshape(-1).data.cast("B")
         hashing = in_background(self.hasher.update, raw) if raw.nbytes >= _HASH_THREAD_BYTES else None

@@ -25,22 +25,22 @@ representation is read once. When the whole ``D × D`` product fits in half of
 centred ``ROW_BLOCK`` at a time and each block is added to it by a BLAS SYRK with β = 1
 (numpy's own OpenBLAS, see :mod:`actdb.query.moments.blas`) while the block is still in cache: the
 centred copy never makes a round trip through memory, which is what a single-threaded
-centring pass costs otherwise (~25% of the products at d = 384). Wider sets (a 13-layer
+centring pass costs otherwise (measured in docs/measures.md). Wider sets (a 13-layer
 matrix) are centred a sub-chunk at a time and multiplied one row panel per representation
 (``U_pᵀ [U_p … U_P]``: SYRK for the panel's square, one GEMM to its right), the panels bounded
 by ``budget_bytes``.
 
 ``precision="float64"`` (default) runs the products in float64 and matches the float64
-textbook formula to ~1e-14. ``precision="mixed"`` runs them in float32 (about twice the
-float64 rate): each chunk is centred by a float32-exact shift (float16/float32 input: ``x − c``
+textbook formula to ~1e-14. ``precision="mixed"`` runs them in float32 (at the faster
+float32 GEMM rate): each chunk is centred by a float32-exact shift (float16/float32 input: ``x − c``
 is then the correctly rounded exact difference; float64 input is centred in float64 first),
 the products of each panel are accumulated into float64 per row sub-chunk, and the products
 among each rep's ``HEAVY_PER_REP`` largest-variance columns (chosen on the first chunk) are
 recomputed in float64 and replace the float32 ones: outlier dimensions dominate the Frobenius
 norms that CKA divides, and their float32 error would otherwise not average out. Below
-``MIXED_MIN_WIDTH`` total columns mixed uses float64 (cheap and exact). Measured CKA error vs
-float64: ≤ 1e-8 at every shape in ``tests/query/test_moments.py`` and ``bench/measures.py``
-(worst seen ~8e-9, on isotropic data with CKA ≈ 0.9999; ~1e-10 on activation-like data).
+``MIXED_MIN_WIDTH`` total columns mixed uses float64 (cheap and exact). CKA stays within
+1e-8 of float64 at every shape of ``tests/query/test_moments.py`` and ``bench/measures.py``
+(the errors measured, by data kind: docs/measures.md).
 float64 input is rounded to float32 once centred (~6e-8 relative per value), so on
 ill-conditioned float64 data mixed can be off by a few 1e-8; mixed is meant for the float16 /
 float32 activations a store holds.

@@ -2,7 +2,7 @@
 
 numpy's matrix products overwrite their output; none accumulates into it. SciPy's
 ``blas.ssyrk`` does, but SciPy ships a second OpenBLAS whose idle worker threads spin-wait
-(~0.1 s after each call) and then slow the numpy BLAS calls that follow. So this binds the
+after each call and then slow the numpy BLAS calls that follow (docs/measures.md). So this binds the
 ``cblas_?syrk`` of the OpenBLAS inside numpy's wheel (``scipy_cblas_ssyrk64_`` and
 ``…dsyrk64_``: 64-bit integers). Where it cannot be found or fails a self-check (other numpy
 builds, other platforms) :func:`syrk_available` is False and callers use plain products

@@ -270,7 +270,7 @@ def mirror_upper(a: np.ndarray, tile: int = 256) -> None:
 
 def symmetrise(b: np.ndarray, tile: int = 256) -> None:
     """``b ← (b + bᵀ)/2`` in place: the upper triangle averaged tile pair by tile pair (a
-    whole-matrix transposed copy is cache-hostile: ~5× slower at d = 2,048), then mirrored."""
+    whole-matrix transposed copy is cache-hostile; docs/measures.md), then mirrored."""
     d = b.shape[0]
     for r in range(0, d, tile):
         for c in range(r, d, tile):
