@@ -7,11 +7,14 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from actdb.cli._common import app, open_store, usage_error
+
+if TYPE_CHECKING:
+    from actdb.models import Site
 
 
 @app.command()
@@ -59,7 +62,7 @@ def ingest(
         raise usage_error("give either --checkpoint (repeatable) or --checkpoints-dir, not both")
     checkpoints: object = checkpoint or (checkpoints_dir if checkpoints_dir else None)
 
-    def show(sites: list) -> None:  # type: ignore[type-arg]
+    def show(sites: list[Site]) -> None:
         if dry_run or (not quiet and sys.stderr.isatty()):  # like the progress bar; the summary lists them too
             names = [s.name for s in sites]
             typer.echo(f"{len(names)} site(s) matched: {', '.join(names)}", err=not dry_run)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -62,7 +62,7 @@ class ResultSet:
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[CompareRow]:
         return iter(self.rows)
 
     def __repr__(self) -> str:
@@ -325,7 +325,8 @@ def _run_gram(tasks: list[Task], sources: dict[tuple[str, int], Source], budget:
         where = {r.key: gi for gi, grp in enumerate(groups) for r in grp}
         todo: dict[tuple[int, int], list[Task]] = defaultdict(list)
         for t in ts:
-            todo[tuple(sorted((where[t.a.key], where[t.b.key])))].append(t)  # type: ignore[index]
+            gi, gj = sorted((where[t.a.key], where[t.b.key]))
+            todo[(gi, gj)].append(t)
         for (gi, gj), pair_tasks in todo.items():
             states: dict[tuple[str, int], Any] = {}
             for r in groups[gi] + (groups[gj] if gj != gi else []):

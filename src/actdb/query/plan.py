@@ -48,7 +48,7 @@ def _pairs(a: list[RepRecord], b: list[RepRecord] | None, mode: str, reference: 
                 missing = [r.checkpoint for r in reps if r.step is None]
                 raise InvalidInput(f"pairs='consecutive' orders checkpoints by step; checkpoints {missing} "
                                    "have no step number")
-            reps.sort(key=lambda r: r.step)  # type: ignore[arg-type, return-value]
+            reps.sort(key=lambda r: r.step if r.step is not None else -1)  # every step is set (checked above)
             out += list(itertools.pairwise(reps))
         return out
     if mode == "to_reference":

@@ -15,7 +15,7 @@ from zarr.codecs import BloscCodec, ZstdCodec
 from actdb.errors import InvalidInput
 
 StoredDtype = Literal["float16", "bfloat16", "float32"]
-STORED_DTYPES: tuple[str, ...] = ("float16", "bfloat16", "float32")
+STORED_DTYPES: tuple[StoredDtype, ...] = ("float16", "bfloat16", "float32")
 NUMPY_STORAGE: dict[str, np.dtype] = {
     "float16": np.dtype("<f2"), "bfloat16": np.dtype("<u2"), "float32": np.dtype("<f4"),
 }
@@ -60,9 +60,10 @@ def codec_name(compressors: Any) -> str | None:
 
 def parse_dtype(value: object) -> StoredDtype:
     text = str(value).removeprefix("torch.")
-    if text not in STORED_DTYPES:
-        raise InvalidInput(f"stored dtype {value!r} is not supported; choose one of {', '.join(STORED_DTYPES)}")
-    return text  # type: ignore[return-value]
+    for name in STORED_DTYPES:
+        if text == name:
+            return name
+    raise InvalidInput(f"stored dtype {value!r} is not supported; choose one of {', '.join(STORED_DTYPES)}")
 
 
 def to_storage(block: np.ndarray, dtype: StoredDtype) -> np.ndarray:

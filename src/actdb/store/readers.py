@@ -58,10 +58,10 @@ class ZarrRows:
 
     def read(self, start: int, stop: int) -> np.ndarray:
         if self.checksums is None or stop <= start:
-            return self.array[start:stop]  # type: ignore[return-value]
+            return np.asarray(self.array[start:stop])
         cr = self.chunk_rows
         lo, hi = start // cr * cr, min(self.n_rows, -(-stop // cr) * cr)
-        block: np.ndarray = self.array[lo:hi]  # type: ignore[assignment]
+        block = np.asarray(self.array[lo:hi])
         for c in range(lo // cr, -(-hi // cr)):
             check_chunk(self.checksums, c, block[c * cr - lo: (c + 1) * cr - lo], rep_id=self.rep_id, chunk_rows=cr)
         return block[start - lo: stop - lo]

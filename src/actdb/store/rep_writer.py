@@ -18,6 +18,7 @@ from actdb.store.array_files import rep_attributes
 from actdb.store.catalog import Catalog
 from actdb.store.checksums import ChunkChecksums
 from actdb.store.clock import now
+from actdb.store.codecs import StoredDtype
 from actdb.store.moments_files import drop_rows
 from actdb.store.parse import as_numpy, check_finite, check_matrix
 from actdb.store.records import RepRecord, stored_nbytes
@@ -38,7 +39,8 @@ class RepWriter:
     """
 
     def __init__(self, catalog: Catalog, root: zarr.storage.StoreLike, record: Callable[[int], RepRecord],
-                 rep_id: int, *, n_rows: int, dim: int, dtype: str, site: str, chunk_rows: int, shard_rows: int,
+                 rep_id: int, *, n_rows: int, dim: int, dtype: StoredDtype, site: str, chunk_rows: int,
+                 shard_rows: int,
                  array: Any, start_row: int, stats: A.RowStats, allow_nonfinite: bool, replaces: int | None,
                  checksums: ChunkChecksums | None = None, underflow: int = 0):
         self._catalog, self._root, self._record = catalog, root, record
@@ -72,7 +74,7 @@ class RepWriter:
         if not self.allow_nonfinite:
             check_finite(block, what=f"activations at site {self.site!r}")
         check_range(block, self.dtype, self.site)
-        stored = A.to_storage(block, self.dtype)  # type: ignore[arg-type]
+        stored = A.to_storage(block, self.dtype)
         self.underflow += count_underflow(block, stored, self.dtype)
         self._buffer.append(stored)
         self._buffered += len(block)

@@ -15,6 +15,7 @@ from actdb.store import schema as S
 from actdb.store.catalog import Catalog
 from actdb.store.checksums import ChunkChecksums
 from actdb.store.clock import now
+from actdb.store.codecs import StoredDtype
 from actdb.store.datasets import DatasetRepository
 from actdb.store.models import ModelRepository
 from actdb.store.parse import as_numpy, check_finite, check_matrix, layer_of_site, parse_name, parse_pooling, parse_site
@@ -109,7 +110,7 @@ class RepRepository:
         write of the same rep continues where its last flushed shard ended."""
         site = parse_site(site)
         pooling = parse_pooling(pooling)
-        dtype = A.parse_dtype(dtype)
+        stored_dtype = A.parse_dtype(dtype)
         codec = codec or A.DEFAULT_CODEC
         A.codec_chain(codec)
         ds = self.datasets.get(dataset)
@@ -138,7 +139,7 @@ class RepRepository:
             check_matrix(_check, n_rows=expected, what=f"array for site {site!r}")
             if not allow_nonfinite:
                 check_finite(_check, what=f"activations at site {site!r}")
-            check_range(_check, dtype, site)
+            check_range(_check, stored_dtype, site)
         if dim < 1:
             raise InvalidInput(f"rep of site {site!r} must have at least one column")
         if table is not None:  # validated: now the token table may be stored
@@ -147,11 +148,11 @@ class RepRepository:
         checkpoint = parse_name(checkpoint, "checkpoint")
         with self.catalog.session(), self.catalog.connect(write=True) as conn:
             return self._open_writer(conn, model, checkpoint, ds, site, pooling, tok_id, tokenizer, expected, dim,
-                                     dtype, codec, layer, allow_nonfinite, overwrite, resume, ingest_run_id)
+                                     stored_dtype, codec, layer, allow_nonfinite, overwrite, resume, ingest_run_id)
 
     def _open_writer(self, conn: Any, model: str, checkpoint: str, ds: Any, site: str, pooling: str,
-                     tok_id: int | None, tokenizer: str | None, expected: int, dim: int, dtype: str, codec: str,
-                     layer: int | None, allow_nonfinite: bool, overwrite: bool, resume: bool,
+                     tok_id: int | None, tokenizer: str | None, expected: int, dim: int, dtype: StoredDtype,
+                     codec: str, layer: int | None, allow_nonfinite: bool, overwrite: bool, resume: bool,
                      ingest_run_id: int | None) -> RepWriter:
         """The catalog half of opening a writer, in the caller's transaction (one commit).
 
@@ -199,7 +200,7 @@ class RepRepository:
             "replaces": replaces, "ingest_run_id": ingest_run_id, "created_at": created})
         for w in writing:
             A.delete_array(self.root, A.rep_path(w["id"]))
-        array = A.create_array(self.root, rep_id, n_rows=expected, dim=dim, dtype=dtype, codec=codec,  # type: ignore[arg-type]
+        array = A.create_array(self.root, rep_id, n_rows=expected, dim=dim, dtype=dtype, codec=codec,
                                chunk_rows=chunk_rows, shard_rows=shard_rows)
         writer = RepWriter(self.catalog, self.root, self.record, rep_id, n_rows=expected, dim=dim, dtype=dtype,
                            site=site, chunk_rows=chunk_rows, shard_rows=shard_rows, array=array, start_row=0,

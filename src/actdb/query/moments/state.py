@@ -404,9 +404,11 @@ def _freeze(m: Moments) -> Moments:
 
 
 def _parse_precision(value: str) -> Precision:
-    if value not in ("float64", "mixed"):
-        raise InvalidInput(f"precision must be 'float64' or 'mixed', got {value!r}")
-    return value  # type: ignore[return-value]
+    if value == "float64":
+        return "float64"
+    if value == "mixed":
+        return "mixed"
+    raise InvalidInput(f"precision must be 'float64' or 'mixed', got {value!r}")
 
 
 def shard_moments(
