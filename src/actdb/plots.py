@@ -114,6 +114,14 @@ def new_figure(width: float, height: float) -> Any:
     return fig
 
 
+def _line_axes(ax: Any) -> tuple[Any, Any]:
+    """The figure and axes a line plot draws on: ``ax``'s, or a new 7.5 x 4.8 in figure's."""
+    if ax is None:
+        fig = new_figure(7.5, 4.8)
+        return fig, fig.add_subplot()
+    return _figure_of(ax), ax
+
+
 def _figure_of(ax: Any) -> Any:
     """The figure of a user's Axes (``ax=``), or InvalidInput when it is not an Axes."""
     fig = getattr(ax, "figure", None)
@@ -302,11 +310,7 @@ def trajectory(results: Any, *, measure: str | None = None, title: str | None = 
         labels[k] = (f"{r.get('model_a')} " if len(models) > 1 else "") + base
     from matplotlib import colormaps
 
-    if ax is None:
-        fig = new_figure(7.5, 4.8)
-        ax = fig.add_subplot()
-    else:
-        fig = _figure_of(ax)
+    fig, ax = _line_axes(ax)
     cmap = colormaps[CMAP]
     keys = sorted(lines, key=lambda k: (str(k[0]), k[1], str(k[2])))
     for i, k in enumerate(keys):
@@ -384,11 +388,7 @@ def probe(probes: Any, *, by: str = "layer", title: str | None = None, ax: Any =
         labels[k] = (f"{r.get('model')} " if len(models) > 1 else "") + text
     from matplotlib import colormaps
 
-    if ax is None:
-        fig = new_figure(7.5, 4.8)
-        ax = fig.add_subplot()
-    else:
-        fig = _figure_of(ax)
+    fig, ax = _line_axes(ax)
     cmap = colormaps[CMAP]
     keys = sorted(lines, key=lambda k: (k[0], float(k[1]) if not _is_nan(k[1]) else -1.0, k[2]))
     for i, k in enumerate(keys):

@@ -147,7 +147,7 @@ def seal(array: zarr.Array[Any], chunk_checksums: list[int], *, underflow: int |
     attrs[CRC_ATTR] = [int(v) for v in chunk_checksums]
     if underflow is not None:
         attrs["actdb_n_underflow"] = int(underflow)
-    array.attrs.update(attrs)
+    array.update_attributes(attrs)  # one zarr.json write (attrs.update writes it once per key)
 
 
 def undescribed(array: zarr.Array[Any], describe: dict[str, Any]) -> bool:
