@@ -47,7 +47,8 @@ def test_minilm_token_table_matches_tokenizer(minilm_store: Any, minilm: Path) -
     db, result, texts = minilm_store
     tok = AutoTokenizer.from_pretrained(minilm)
     info = db.tokenization("docs", result.tokenizer, 128)
-    assert info.n_truncated == 1 == result.n_truncated and info.max_length == 128
+    too_long = sum(len(ids) > 128 for ids in tok(texts)["input_ids"])  # counted by the tokenizer itself
+    assert too_long >= 1 and info.n_truncated == too_long == result.n_truncated and info.max_length == 128
     table = db.token_table(info.id).to_pydict()
     enc = tok(texts, truncation=True, max_length=128, return_offsets_mapping=True, return_special_tokens_mask=True)
     want_ids = [i for ids in enc["input_ids"] for i in ids]

@@ -160,7 +160,9 @@ def _from_file(path: Path, text_column: str, label_column: str | None) -> Texts:
 
 def docstring_texts(n: int, *, seed: int = 0, min_words: int = 4) -> list[str]:
     """``n`` English-like texts from the docstrings of Python's standard library (offline,
-    deterministic for a Python version): sentences, cycled with a seeded shuffle."""
+    deterministic for a Python version, whatever the process imported before): sentences, cycled
+    with a seeded shuffle."""
+    import inspect
     import random
     import re
     import warnings
@@ -174,7 +176,10 @@ def docstring_texts(n: int, *, seed: int = 0, min_words: int = 4) -> list[str]:
         module = __import__(name, fromlist=["_"])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            objects = [module] + [getattr(module, a) for a in sorted(dir(module)) if not a.startswith("_")]
+            # submodules are left out: which of them a package shows (email.mime, logging.handlers)
+            # depends on what the process imported before, and the texts must not
+            objects = [module] + [v for a in sorted(dir(module)) if not a.startswith("_")
+                                  and not inspect.ismodule(v := getattr(module, a))]
         for obj in objects:
             doc = getattr(obj, "__doc__", None)
             if not isinstance(doc, str):
