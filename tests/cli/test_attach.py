@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -12,12 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _query_data import query_data
 
 import actdb
 from actdb.errors import AlreadyExists, NotAStore, NotFound, ReadOnly
 from actdb.query.measures import linear_cka
-
-ROOT = Path(__file__).parents[2]
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -25,19 +23,10 @@ def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]
                           cwd=cwd)
 
 
-def _query_data():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("actdb_tests_query_data_attach",
-                                                  ROOT / "tests" / "query" / "query_data.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture
 def stores(tmp_path):  # type: ignore[no-untyped-def]
     """Two projects side by side: work/mine (model m) and teamb/store (model other, same texts)."""
-    q = _query_data()
+    q = query_data()
     mine, theirs = tmp_path / "work" / "mine", tmp_path / "teamb" / "store"
     db = actdb.open(str(mine))
     q.fill(db)
@@ -62,7 +51,7 @@ def test_cli_attach_persists_for_every_face(stores, tmp_path):
     assert out.returncode == 0, out.stderr
     rows = json.loads(out.stdout)
     assert len(rows) == 1 and rows[0]["store_b"] == "teamb" and rows[0]["model_b"] == "other"
-    q = _query_data()
+    q = query_data()
     want = linear_cka(q.make_values(0)[("final", 1)].astype(np.float64),
                       q.make_values(5)[("final", 1)].astype(np.float64))
     assert rows[0]["value"] == pytest.approx(want, rel=1e-9)

@@ -2,34 +2,22 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from _query_data import query_data
 
 import actdb
 from actdb import plots
 from actdb.errors import InvalidInput
-
-ROOT = Path(__file__).parents[2]
-
-
-def _query_data():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("actdb_tests_query_data_probe_cli",
-                                                  ROOT / "tests" / "query" / "query_data.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):  # type: ignore[no-untyped-def]
     path = tmp_path_factory.mktemp("probe_cli") / "s"
     db = actdb.open(str(path))
-    _query_data().fill(db)
+    query_data().fill(db)
     db.close()
     return path
 

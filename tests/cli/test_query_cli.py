@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import subprocess
@@ -12,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from _query_data import query_data
 
 import actdb
 from actdb.query.measures import linear_cka
@@ -23,20 +23,11 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "actdb", *args], capture_output=True, text=True, timeout=120)
 
 
-def _query_data():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("actdb_tests_query_data_cli",
-                                                  ROOT / "tests" / "query" / "query_data.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):  # type: ignore[no-untyped-def]
     path = tmp_path_factory.mktemp("cli") / "s"
     db = actdb.open(str(path))
-    _query_data().fill(db)
+    query_data().fill(db)
     db.close()
     return path
 
@@ -48,7 +39,7 @@ def test_compare_csv_json_and_values(store):
     rows = json.loads(out.stdout)
     assert [(r["measure"], r["layer_a"], r["layer_b"]) for r in rows] == [
         ("linear_cka", 0, 0), ("procrustes", 0, 0), ("linear_cka", 1, 1), ("procrustes", 1, 1)]
-    values = _query_data().make_values(0)
+    values = query_data().make_values(0)
     want = linear_cka(values[("final", 1)].astype(np.float64), values[("step10", 1)])
     assert rows[2]["value"] == pytest.approx(want, rel=1e-9)
     out = run("compare", str(store), "--a", "checkpoint=final,layer=0:2", "--b", "checkpoint=step10",
@@ -63,7 +54,7 @@ def test_compare_with_stderr(store):
               "--pairs", "same_layer", "--stderr", "-f", "json")
     assert out.returncode == 0, out.stderr
     (row,) = json.loads(out.stdout)
-    values = _query_data().make_values(0)
+    values = query_data().make_values(0)
     want, want_se = linear_cka(values[("final", 2)].astype(np.float64), values[("step100", 2)], stderr=True)
     assert row["value"] == pytest.approx(want, rel=1e-9) and row["stderr"] == pytest.approx(want_se, rel=1e-6)
     table = run("compare", str(store), "--a", "checkpoint=final,layer=2", "--b", "checkpoint=step100,layer=2",
